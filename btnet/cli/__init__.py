@@ -1,0 +1,1 @@
+"""Command-line interface: thin argument parsing over the library API."""

@@ -1,0 +1,1 @@
+"""losses layer of btnet."""
