@@ -1,9 +1,118 @@
-"""Sub-commands of this group (filled in by the group's owner)."""
+"""``btnet data ...``: pack, inspect, convert and re-index face datasets.
+
+Each sub-command is added by one ``_add_<name>(dsub)`` function listed in ``SUBCOMMANDS``;
+another group of data commands only needs a new function and one entry there.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+
+
+def _add_pack(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser(
+        "pack",
+        help="pack an image folder root/<identity>/<image> into insightface .rec/.idx/property",
+        description="Write OUT_PREFIX.rec, OUT_PREFIX.idx and a property file next to them "
+        "(insightface layout, readable without mxnet).",
+    )
+    p.add_argument("folder", help="image folder root/<identity>/<image>")
+    p.add_argument("out_prefix", help="output prefix, e.g. data/train -> data/train.rec")
+    p.add_argument("--quality", type=int, default=95,
+                   help="JPEG quality for images that must be re-encoded (default 95)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out undecodable images (listed) instead of stopping")
+    p.add_argument("--min-images", type=int, default=1,
+                   help="leave out identities with fewer images (default 1)")
+    p.set_defaults(func=_run_pack)
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from btnet.data.pack import pack_folder
+
+    res = pack_folder(args.folder, args.out_prefix, skip_corrupt=args.skip_corrupt,
+                      quality=args.quality, min_images=args.min_images)
+    size = "x".join(map(str, res.image_size)) if res.image_size else "?"
+    print(f"wrote {res.rec_path} ({res.num_images} images, {res.num_classes} identities, "
+          f"{size}), {res.idx_path}, {res.property_path}")
+    if res.reencoded:
+        print(f"re-encoded {res.reencoded} non-RGB-JPEG/PNG image(s) as JPEG q{args.quality}")
+    if res.skipped:
+        print(f"skipped {len(res.skipped)} corrupt image(s):", file=sys.stderr)
+        for path in res.skipped[:20]:
+            print(f"  {path}", file=sys.stderr)
+    return 0
+
+
+def _add_inspect(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser(
+        "inspect",
+        help="summarise any supported dataset (identities, images, sizes, images per identity)",
+    )
+    p.add_argument("path", help="image folder, .rec/prefix, builtin:..., .bin, pairs.txt, "
+                   "pair list, open-set folder or QMUL-SurvFace release")
+    p.add_argument("--root", default=None, help="image root for pairs.txt / pair lists")
+    p.add_argument("--sample", type=int, default=500,
+                   help="images whose size is read (0 = all; default 500)")
+    p.add_argument("--verify", action="store_true", help="decode every image, count corrupt ones")
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from btnet.data.inspect import inspect_dataset
+
+    summary = inspect_dataset(args.path, sample=args.sample, verify=args.verify, root=args.root)
+    print(summary.render())
+    return 1 if summary.corrupt else 0
+
+
+def _add_export_bin(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser(
+        "export-bin",
+        help="convert a pair set (pairs.txt over a folder, pair list) to an insightface .bin",
+    )
+    p.add_argument("pairs", help="pairs.txt, pair list, folder with pairs.txt, or .bin")
+    p.add_argument("out", help="output .bin path")
+    p.add_argument("--root", default=None, help="image root for the pairs")
+    p.set_defaults(func=_run_export_bin)
+
+
+def _run_export_bin(args: argparse.Namespace) -> int:
+    from btnet.data.verification import export_pairs_to_bin, open_pair_set
+
+    pairs = open_pair_set(args.pairs, root=args.root)
+    out = export_pairs_to_bin(pairs, args.out)
+    print(f"wrote {out} ({len(pairs)} pairs, {int(pairs.issame.sum())} same)")
+    return 0
+
+
+def _add_reindex(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser("reindex", help="rebuild a missing or damaged .idx by scanning the .rec")
+    p.add_argument("rec", help="path to the .rec file")
+    p.set_defaults(func=_run_reindex)
+
+
+def _run_reindex(args: argparse.Namespace) -> int:
+    from btnet.data.recordio import rebuild_index
+
+    print(f"wrote {rebuild_index(args.rec)}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_pack,
+    _add_inspect,
+    _add_export_bin,
+    _add_reindex,
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this group's sub-commands to ``btnet``."""
+    """Add ``btnet data`` and its sub-commands to ``btnet``."""
+    parser = sub.add_parser("data", help="pack, inspect and convert face datasets")
+    dsub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    for add in SUBCOMMANDS:
+        add(dsub)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

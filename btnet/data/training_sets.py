@@ -1,0 +1,49 @@
+"""One entry point for training sets, whatever their format.
+
+``spec`` is ``builtin:<name>[...]`` (the procedural faces of :mod:`btnet.data.synthetic`), a
+RecordIO file / prefix / folder holding a ``.rec``, or an image folder ``root/<identity>/...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from btnet.data.base import FaceDataset
+from btnet.data.folders import ImageFolderDataset
+from btnet.data.recordio import RecordDataset
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def is_record_spec(spec: str | os.PathLike) -> bool:
+    """True if ``spec`` names a RecordIO set (``x.rec``, ``x.idx``, prefix ``x``, or a folder
+    containing ``train.rec``)."""
+    p = Path(spec)
+    if p.suffix in (".rec", ".idx"):
+        return True
+    if p.is_dir():
+        return (p / "train.rec").is_file()
+    return p.with_name(p.name + ".rec").is_file()
+
+
+def open_training_set(
+    spec: str | os.PathLike, skip_corrupt: bool = False, min_images: int = 1
+) -> FaceDataset:
+    """Open a training set from a spec string; see the module docstring for the forms."""
+    s = os.fspath(spec)
+    if s.startswith(BUILTIN_PREFIX):
+        from btnet.data.synthetic import open_builtin  # heavy and optional: import lazily
+
+        return open_builtin(s)
+    if is_record_spec(s):
+        if min_images > 1:
+            raise ValueError(f"{s}: min_images is only supported for image folders")
+        return RecordDataset(s, skip_corrupt=skip_corrupt)
+    p = Path(s)
+    if p.is_dir():
+        return ImageFolderDataset(p, skip_corrupt=skip_corrupt, min_images=min_images)
+    raise FileNotFoundError(
+        f"training set not found: {s} (expected an image folder root/<identity>/<image>, "
+        "a RecordIO prefix or .rec file, or builtin:<name>)"
+    )
