@@ -1,0 +1,109 @@
+"""Accuracy gains over the baselines, as Table 1 reports them.
+
+What is computed (accuracies as fractions, gains in percentage points):
+
+* cross-resolution gain (eq. 4) of a model at a setting ``S&r`` (``r1 != r2``)::
+
+      G_cross_hr(r) = 100 * (acc_model(S&r) - acc_phi_hr(S&r))
+      G_cross_mr(r) = 100 * (acc_model(S&r) - acc_phi_mr(S&r))
+
+* same-resolution gain (eq. 5) at ``r&r``::
+
+      G_same_hr(r) = 100 * (acc_model(r&r) - acc_phi_hr(r&r))
+      G_same_r(r)  = 100 * (acc_model(r&r) - acc_phi_r(r&r))
+
+  where ``phi_r`` is the model trained only at resolution r (phi_mm's member for r); the
+  baseline for r can be one model name for all r (a phi_mm encoder that routes per resolution)
+  or a mapping ``r -> model name``.
+
+A gain is missing (``None``) when its baseline was not evaluated at that setting. The paper
+gives these as accuracy differences of the model against each baseline at the same setting;
+we report exactly the differences above, nothing averaged over settings unless asked
+(:func:`mean_gains`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+GAIN_KEYS = ("cross_vs_hr", "cross_vs_mr", "same_vs_hr", "same_vs_r")
+
+
+@dataclass
+class GainBaselines:
+    """Names (report rows) of the baselines gains are measured against."""
+
+    hr: str | None = None
+    mr: str | None = None
+    r: str | Mapping[int, str] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def for_resolution(self, r: int) -> str | None:
+        if self.r is None or isinstance(self.r, str):
+            return self.r
+        return self.r.get(int(r))
+
+    def names(self) -> set[str]:
+        out = {n for n in (self.hr, self.mr) if n}
+        if isinstance(self.r, str):
+            out.add(self.r)
+        elif self.r:
+            out.update(self.r.values())
+        return out
+
+
+def _parse(setting: str) -> tuple[int, int]:
+    a, b = setting.split("&")
+    return int(a), int(b)
+
+
+def _diff(acc: Mapping[str, Mapping[str, float]], model: str, base: str | None, setting: str):
+    if base is None or base not in acc or setting not in acc[base] or setting not in acc[model]:
+        return None
+    return 100.0 * (acc[model][setting] - acc[base][setting])
+
+
+def compute_gains(
+    acc: Mapping[str, Mapping[str, float]],
+    baselines: GainBaselines,
+    canonical: int | None = None,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``acc[model][setting] -> accuracy`` into ``gains[model][setting][gain_key] -> points``.
+
+    Cross-resolution settings get ``cross_vs_hr`` / ``cross_vs_mr``; same-resolution settings
+    get ``same_vs_hr`` / ``same_vs_r`` (``S&S``, with ``canonical`` given, gets only
+    ``same_vs_hr``: phi_r at S is phi_hr). Baselines are not compared with themselves.
+    """
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for model, row in acc.items():
+        out[model] = {}
+        for setting in row:
+            r1, r2 = _parse(setting)
+            g: dict[str, float | None] = {}
+            if r1 != r2:
+                if baselines.hr and model != baselines.hr:
+                    g["cross_vs_hr"] = _diff(acc, model, baselines.hr, setting)
+                if baselines.mr and model != baselines.mr:
+                    g["cross_vs_mr"] = _diff(acc, model, baselines.mr, setting)
+            else:
+                if baselines.hr and model != baselines.hr:
+                    g["same_vs_hr"] = _diff(acc, model, baselines.hr, setting)
+                base_r = baselines.for_resolution(r1)
+                if base_r and model != base_r and r1 != canonical:
+                    g["same_vs_r"] = _diff(acc, model, base_r, setting)
+            out[model][setting] = g
+    return out
+
+
+def mean_gains(gains: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> dict:
+    """Per model and gain key, the mean over the settings where that gain exists."""
+    out: dict[str, dict[str, float]] = {}
+    for model, per_setting in gains.items():
+        sums: dict[str, list[float]] = {}
+        for g in per_setting.values():
+            for k, v in g.items():
+                if v is not None:
+                    sums.setdefault(k, []).append(v)
+        out[model] = {k: sum(v) / len(v) for k, v in sums.items()}
+    return out

@@ -1,0 +1,197 @@
+"""Table-1 style reports: rows = models, columns = settings, with gains; Markdown, CSV, JSON.
+
+:func:`write_verification_report` is the one call a pipeline needs after
+:func:`btnet.evaluation.verification.evaluate_verification`: it writes ``report.md``,
+``results.csv``, ``results.json`` and (optionally) ROC and accuracy-vs-resolution PNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from btnet.evaluation.gains import GAIN_KEYS, GainBaselines, compute_gains
+from btnet.evaluation.verification import VerificationResult
+
+GAIN_LABELS = {
+    "cross_vs_hr": "cross-res. gain vs phi_hr (eq. 4)",
+    "cross_vs_mr": "cross-res. gain vs phi_mr (eq. 4)",
+    "same_vs_hr": "same-res. gain vs phi_hr (eq. 5)",
+    "same_vs_r": "same-res. gain vs phi_r (eq. 5)",
+}
+
+
+def _ordered(values: Sequence[str]) -> list[str]:
+    seen: list[str] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def build_verification_report(
+    results: Sequence[VerificationResult],
+    baselines: GainBaselines | None = None,
+    canonical: int | None = None,
+) -> dict:
+    """A JSON-ready report: per dataset, the accuracy table, gains and all per-cell metrics."""
+    baselines = baselines or GainBaselines()
+    datasets = _ordered([r.dataset for r in results])
+    report: dict = {
+        "canonical_size": canonical,
+        "baselines": {"hr": baselines.hr, "mr": baselines.mr,
+                      "r": dict(baselines.r) if isinstance(baselines.r, Mapping) else baselines.r},
+        "gain_definition": "percentage points: 100 * (acc_model - acc_baseline) at the same "
+                           "setting (see btnet.evaluation.gains)",
+        "datasets": {},
+    }
+    for ds in datasets:
+        rows = [r for r in results if r.dataset == ds]
+        models = _ordered([r.model for r in rows])
+        settings = _ordered([r.setting for r in rows])
+        acc = {m: {r.setting: r.accuracy_mean for r in rows if r.model == m} for m in models}
+        std = {m: {r.setting: r.accuracy_std for r in rows if r.model == m} for m in models}
+        report["datasets"][ds] = {
+            "models": models,
+            "settings": settings,
+            "accuracy": acc,
+            "accuracy_std": std,
+            "gains": compute_gains(acc, baselines, canonical),
+            "cells": [r.to_dict() for r in rows],
+        }
+    return report
+
+
+def _fmt_gain(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
+def render_markdown(report: Mapping, title: str = "Multi-resolution verification") -> str:
+    """Markdown tables: accuracy (mean ± std, %) then each gain that has values."""
+    lines = [f"# {title}", ""]
+    if report.get("canonical_size"):
+        lines.append(f"Canonical size S = {report['canonical_size']}; setting r1&r2: first "
+                     "image at r1 x r1, second at r2 x r2. Accuracy: 10-fold, mean ± std (%).")
+        lines.append("")
+    for ds, d in report["datasets"].items():
+        settings = d["settings"]
+        lines += [f"## {ds}", "", "| model | " + " | ".join(settings) + " |",
+                  "|---|" + "---:|" * len(settings)]
+        for m in d["models"]:
+            cells = []
+            for s in settings:
+                a = d["accuracy"][m].get(s)
+                cells.append("–" if a is None else
+                             f"{100 * a:.2f} ± {100 * d['accuracy_std'][m][s]:.2f}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for key in GAIN_KEYS:
+            rows = []
+            for m in d["models"]:
+                vals = [d["gains"][m].get(s, {}).get(key) for s in settings]
+                if any(v is not None for v in vals):
+                    rows.append(f"| {m} | " + " | ".join(_fmt_gain(v) for v in vals) + " |")
+            if rows:
+                lines += [f"{GAIN_LABELS[key]}, points:", "",
+                          "| model | " + " | ".join(settings) + " |",
+                          "|---|" + "---:|" * len(settings), *rows, ""]
+    return "\n".join(lines)
+
+
+def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
+    """Long format: one row per dataset x model x setting, gains and TAR@FAR as columns."""
+    fars = sorted({k for d in report["datasets"].values() for c in d["cells"]
+                   for k in c["metrics"].get("tar_at_far", {})}, key=float)
+    header = ["dataset", "model", "setting", "r1", "r2", "accuracy_mean", "accuracy_std",
+              *[f"tar@far={f}" for f in fars], *GAIN_KEYS]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for ds, d in report["datasets"].items():
+            for c in d["cells"]:
+                g = d["gains"][c["model"]].get(c["setting"], {})
+                tars = c["metrics"].get("tar_at_far", {})
+                w.writerow([ds, c["model"], c["setting"], c["r1"], c["r2"],
+                            f"{c['accuracy_mean']:.6f}", f"{c['accuracy_std']:.6f}",
+                            *[("" if f not in tars else f"{tars[f]:.6f}") for f in fars],
+                            *[("" if g.get(k) is None else f"{g[k]:.4f}") for k in GAIN_KEYS]])
+    return p
+
+
+def write_json(obj: Mapping, path: str | os.PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_json_default))
+    return p
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"cannot store {type(o).__name__} in JSON")
+
+
+def verification_plots(report: Mapping, out_dir: str | os.PathLike) -> list[Path]:
+    """ROC per dataset x setting (all models) and accuracy vs resolution per dataset."""
+    from btnet.evaluation.plots import plot_accuracy_vs_resolution, plot_roc
+
+    out = Path(out_dir)
+    paths: list[Path] = []
+    canonical = report.get("canonical_size")
+    for ds, d in report["datasets"].items():
+        safe = _safe(ds)
+        for s in d["settings"]:
+            curves = {c["model"]: (c["roc"]["far"], c["roc"]["tar"])
+                      for c in d["cells"] if c["setting"] == s and c.get("roc")}
+            if curves:
+                paths.append(plot_roc(curves, out / f"roc_{safe}_{s.replace('&', '-')}.png",
+                                      title=f"{ds} {s}"))
+        series: dict[str, dict[str, dict[int, float]]] = {}
+        for c in d["cells"]:
+            r1, r2 = c["r1"], c["r2"]
+            if r1 == r2:
+                group, r = "r&r", r1
+            elif canonical is not None and max(r1, r2) == canonical:
+                group, r = "S&r", min(r1, r2)
+            else:
+                continue
+            series.setdefault(group, {}).setdefault(c["model"], {})[r] = 100 * c["accuracy_mean"]
+        if series:
+            paths.append(plot_accuracy_vs_resolution(series, out / f"acc_vs_res_{safe}.png",
+                                                     title=ds))
+    return paths
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def write_verification_report(
+    results: Sequence[VerificationResult],
+    out_dir: str | os.PathLike,
+    baselines: GainBaselines | None = None,
+    canonical: int | None = None,
+    plots: bool = True,
+    title: str = "Multi-resolution verification",
+) -> dict[str, Path | list[Path]]:
+    """Write ``report.md``, ``results.csv``, ``results.json`` (and PNGs) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_verification_report(results, baselines, canonical)
+    md = out / "report.md"
+    md.write_text(render_markdown(report, title))
+    written: dict[str, Path | list[Path]] = {
+        "markdown": md,
+        "csv": write_csv(report, out / "results.csv"),
+        "json": write_json(report, out / "results.json"),
+    }
+    if plots:
+        written["plots"] = verification_plots(report, out)
+    return written
