@@ -101,7 +101,7 @@ def save_btnet(
             "coupling_unit": model.coupling[r],
             "coupling_name": model.coupling_name(r),
             "untied": r in model.untied,
-            "stored_parameters": int(sum(v.numel() for k, v in model.path_state(r).items() if _is_param(model, r, k))),
+            "stored_parameters": int(sum(v.numel() for k, v in state.items() if _is_param(k))),
         }
     if classifier is not None:
         _save_tensors(folder / "classifier.safetensors", classifier)
@@ -124,7 +124,7 @@ def save_btnet(
     return folder
 
 
-def _is_param(model: BTNet, r: int, key: str) -> bool:
+def _is_param(key: str) -> bool:
     """Whether a ``path_state`` key is a learnable parameter (not a BN running statistic)."""
     return not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
