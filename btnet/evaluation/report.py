@@ -195,3 +195,75 @@ def write_verification_report(
     if plots:
         written["plots"] = verification_plots(report, out)
     return written
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def render_identification_markdown(results: Sequence, title: str = "Open-set identification"
+                                   ) -> str:
+    """One table per protocol: rows = model [policy], TPIR@rank at each FPIR, AUC, CMC (%)."""
+    lines = [f"# {title}", ""]
+    for proto in _ordered([r.protocol for r in results]):
+        rows = [r for r in results if r.protocol == proto]
+        fpirs = _ordered([k for r in rows for k in r.metrics.get("tpir_at_fpir", {})])
+        ranks = _ordered([k for r in rows for k in r.metrics.get("cmc", {})])
+        rank = next((r.metrics["rank"] for r in rows if "rank" in r.metrics), None)
+        head = ([f"TPIR{rank}@FPIR={f}" for f in fpirs] + (["AUC"] if fpirs else [])
+                + [f"rank-{k}" for k in ranks])
+        lines += [f"## {proto}", "", "| model | " + " | ".join(head) + " |",
+                  "|---|" + "---:|" * len(head)]
+        for r in rows:
+            m = r.metrics
+            cells = [f"{100 * m['tpir_at_fpir'][f]:.2f}" if f in m.get("tpir_at_fpir", {})
+                     else "–" for f in fpirs]
+            if fpirs:
+                cells.append(f"{100 * m['auc']:.2f}" if "auc" in m else "–")
+            cells += [f"{100 * m['cmc'][k]:.2f}" if k in m["cmc"] else "–" for k in ranks]
+            lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_identification_report(
+    results: Sequence,
+    out_dir: str | os.PathLike,
+    plots: bool = True,
+    title: str = "Open-set identification",
+) -> dict[str, Path | list[Path]]:
+    """``report.md``, ``results.csv``, ``results.json`` and one TPIR-FPIR PNG per protocol."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "report.md"
+    md.write_text(render_identification_markdown(results, title))
+    fpirs = _ordered([k for r in results for k in r.metrics.get("tpir_at_fpir", {})])
+    ranks = _ordered([k for r in results for k in r.metrics.get("cmc", {})])
+    csv_path = out / "results.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["protocol", "model", "policy", *[f"tpir@fpir={f}" for f in fpirs], "auc",
+                    *[f"cmc@{k}" for k in ranks]])
+        for r in results:
+            m = r.metrics
+            w.writerow([r.protocol, r.model, r.policy or "",
+                        *[m.get("tpir_at_fpir", {}).get(f, "") for f in fpirs], m.get("auc", ""),
+                        *[m["cmc"].get(k, "") for k in ranks]])
+    written: dict[str, Path | list[Path]] = {
+        "markdown": md,
+        "csv": csv_path,
+        "json": write_json({"results": [r.to_dict() for r in results]}, out / "results.json"),
+    }
+    if plots:
+        from btnet.evaluation.plots import plot_tpir_fpir
+
+        pngs = []
+        for proto in _ordered([r.protocol for r in results]):
+            curves = {r.label: (r.metrics["curve"]["fpir"], r.metrics["curve"]["tpir"])
+                      for r in results if r.protocol == proto and "curve" in r.metrics}
+            if curves:
+                rank = next(r.metrics["rank"] for r in results if r.protocol == proto
+                            and "rank" in r.metrics)
+                pngs.append(plot_tpir_fpir(curves, out / f"tpir_fpir_{_safe(proto)}.png",
+                                           title=proto, rank=rank))
+        written["plots"] = pngs
+    return written
