@@ -1,0 +1,269 @@
+"""Training configuration: a dataclass schema filled from YAML files and ``--set`` overrides.
+
+The schema *is* the documentation of every option: a key the schema does not know fails at
+once with the list of valid keys, so a typo can never silently train the wrong model. A YAML
+file may start from another with ``base: other.yaml`` (path relative to the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES = {
+    "trunk": "a trunk (TNet) or phi_hr / phi_mr baseline at canonical size S; data.sampler "
+    "picks hr, mr_v1, mr_v2, mr_v3 or fixed:<r>",
+    "mm": "phi_mm: one model per resolution r, from scratch on r x r images, with the "
+    "architecture of BTNet's path r (Table 3's 'scratch' row)",
+    "branch": "BTNet branches on a trained trunk (default: the phi_mr v1 trunk), with Table 3's "
+    "switches: pretrained init, BCT, fixed trunk, branch / embedding distillation",
+}
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "iresnet50"
+    input_size: int = 112  # canonical size S
+    width: int = 64  # base channel count of the first stage
+    embedding_size: int = 512
+    sync_bn: bool = True  # under DDP, BatchNorm statistics over the global batch
+
+
+@dataclass
+class DataConfig:
+    train: str = "builtin"  # image folder, insightface .rec prefix or builtin[:...]
+    sampler: str = "mr_v1"  # trunk recipe: hr, mr_v1, mr_v2, mr_v3, fixed:<r>
+    flip: bool = True  # random horizontal flip
+    num_workers: int = 0
+
+
+@dataclass
+class LossConfig:
+    name: str = "arcface"  # arcface, cosface, curricularface
+    s: float | None = None  # None: the published scale (64)
+    m: float | None = None  # None: the published margin (0.5 / 0.4 / 0.5)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd (with momentum) or adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "poly"  # poly, cosine or constant, after the warm-up
+    warmup_steps: int = 0  # takes precedence over warmup_epochs when > 0
+    warmup_epochs: float = 0.0
+    power: float = 2.0  # polynomial decay exponent
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 20.0
+    max_steps: int = 0  # > 0: stop after this many optimiser steps instead of epochs
+    batch_size: int = 128  # global: summed over processes and accumulation micro-batches
+    accum_steps: int = 1  # gradient accumulation micro-batches per optimiser step
+    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU), off, fp16, bf16
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    log_every: int = 20  # optimiser steps between metric records
+    ckpt_every: int = 500  # optimiser steps between checkpoints (0: only at the end)
+    progress: bool = True  # tqdm progress bar on rank 0
+    tensorboard: bool = False  # also write TensorBoard scalars (if installed)
+
+
+@dataclass
+class BranchConfig:
+    trunk: str = ""  # trained trunk (.safetensors from the trunk recipe, or its output folder)
+    classifier: str = ""  # trunk's classifier; default: found next to the trunk
+    resolutions: list[int] = field(default_factory=lambda: [7, 14, 28])
+    pretrained: bool = True  # initialise each branch from the trunk's layers
+    bct: bool = True  # influence loss through the trunk's frozen classifier
+    fixed_trunk: bool = True  # shared weights frozen; per-resolution BN trained
+    distill_weight: float = 0.5  # lambda of the branch distillation MSE (0 disables)
+    embed_distill_weight: float = 0.0  # optional embedding-level distillation
+    separate_runs: bool = False  # one run per resolution instead of all in one
+
+
+@dataclass
+class MMConfig:
+    resolutions: list[int] = field(default_factory=lambda: [7, 14, 28])
+
+
+@dataclass
+class EvalConfig:
+    sets: list[str] = field(default_factory=list)  # verification sets (specs)
+    pairs: list[str] = field(default_factory=lambda: ["S-S"])  # resolution pairs, e.g. 14-S
+    every: int = 0  # optimiser steps between verifications (0: only at the end)
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    recipe: str = "trunk"
+    name: str = ""
+    output_dir: str = ""  # default: runs/<name or recipe>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    branch: BranchConfig = field(default_factory=BranchConfig)
+    mm: MMConfig = field(default_factory=MMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def run_name(self) -> str:
+        return self.name or self.recipe
+
+    def out_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.run_name()}")
+
+
+class ConfigError(ValueError):
+    """A configuration the schema rejects (unknown key, wrong type, bad value)."""
+
+
+def _valid_keys(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {_valid_keys(tp)}, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = _valid_keys(cls)
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key {where!r}; valid keys"
+                f"{' in ' + prefix if prefix else ''}: {', '.join(valid)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    base = data.pop("base", None)
+    if base:
+        data = _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+    return data
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """``["optim.lr=0.01", "branch.resolutions=[14]"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    """Value checks the types alone cannot express."""
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {cfg.recipe!r}; choose one of {', '.join(RECIPES)}")
+    if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:
+        raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
+    if cfg.train.amp not in ("auto", "off", "fp16", "bf16"):
+        raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, not {cfg.train.amp!r}")
+    if cfg.optim.name not in ("sgd", "adamw"):
+        raise ConfigError(f"optim.name must be sgd or adamw, not {cfg.optim.name!r}")
+    if cfg.schedule.name not in ("poly", "cosine", "constant"):
+        raise ConfigError(f"schedule.name must be poly, cosine or constant, not {cfg.schedule.name!r}")
+    if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
+        raise ConfigError("set train.epochs or train.max_steps to a positive value")
+    if cfg.recipe == "branch" and not cfg.branch.trunk:
+        raise ConfigError("the branch recipe needs branch.trunk (a trained trunk file or folder)")
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    return validate(_build(Config, data))
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None
+) -> Config:
+    """Read a YAML config (optional), apply ``--set`` style overrides, validate."""
+    data = _read_yaml(Path(path)) if path else {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    return config_from_dict(_merge(data, extra))

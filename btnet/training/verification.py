@@ -1,0 +1,89 @@
+"""Periodic verification during training (a thin hook over :mod:`btnet.evaluation`).
+
+Sets are named like everywhere else in btnet: a pair-set path (``.bin``, LFW ``pairs.txt``, a
+pair list or folder) or ``builtin[:ids=..,per_id=..,seed=..,pairs=..]`` for built-in faces of
+identities the built-in training set does not use (offset 100000).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from btnet.data.base import PairSet
+from btnet.training.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_EVAL_OFFSET = 100_000
+
+
+def builtin_pairs(spec: str, size: int) -> PairSet:
+    """Balanced genuine / impostor pairs over held-out built-in identities, fixed by seed."""
+    from btnet.data.synthetic import SyntheticFaces
+
+    opts = {"ids": 20, "per_id": 4, "seed": 1, "pairs": 200}
+    _, _, rest = spec.partition(":")
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in opts:
+            raise ConfigError(f"builtin pair-set option {key!r} unknown; use {', '.join(opts)}")
+        opts[key] = int(value)
+    faces = SyntheticFaces(opts["ids"], opts["per_id"], size=size, seed=opts["seed"],
+                           identity_offset=BUILTIN_EVAL_OFFSET)
+    rng = np.random.default_rng(opts["seed"])
+    n, k = opts["ids"], opts["per_id"]
+    left, right, same = [], [], []
+    for p in range(opts["pairs"]):
+        a = int(rng.integers(n))
+        if p % 2 == 0:
+            i, j = rng.choice(k, size=2, replace=False)
+            left.append(a * k + int(i))
+            right.append(a * k + int(j))
+        else:
+            b = int((a + 1 + rng.integers(n - 1)) % n)
+            left.append(a * k + int(rng.integers(k)))
+            right.append(b * k + int(rng.integers(k)))
+        same.append(p % 2 == 0)
+    from btnet.data.synthetic import DatasetImages
+
+    return PairSet(f"builtin_pairs(seed={opts['seed']})", DatasetImages(faces), left, right, same)
+
+
+def open_eval_set(spec: str, size: int) -> PairSet:
+    if spec.startswith("builtin"):
+        return builtin_pairs(spec, size)
+    from btnet.data.verification import open_pair_set
+
+    return open_pair_set(spec)
+
+
+def make_verifier(cfg: Config) -> Callable | None:
+    """``verifier(recipe, step) -> {"<set>/<r1&r2>": accuracy, ...}``, or None without sets."""
+    if not cfg.eval.sets:
+        return None
+    from btnet.evaluation.verification import evaluate_pairs, parse_settings
+
+    canonical = cfg.model.input_size
+    settings = parse_settings(cfg.eval.pairs, canonical)
+    sets = [open_eval_set(s, canonical) for s in cfg.eval.sets]  # fail before training
+
+    def verify(recipe, step: int) -> dict:
+        chosen = settings
+        if recipe.eval_resolutions is not None:
+            allowed = set(recipe.eval_resolutions)
+            chosen = [s for s in settings if s.r1 in allowed and s.r2 in allowed] or [
+                type(settings[0])(r, r) for r in sorted(allowed)
+            ]
+        encoder = recipe.encoder()
+        out = {}
+        for ps in sets:
+            for res in evaluate_pairs(encoder, ps, chosen, canonical, model_name=recipe.name,
+                                      batch_size=cfg.eval.batch_size, progress=False):
+                out[f"{ps.name}/{res.setting}"] = round(float(res.accuracy_mean), 6)
+        log.info("step %d verification: %s", step, out)
+        return out
+
+    return verify
