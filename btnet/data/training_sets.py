@@ -1,7 +1,8 @@
 """One entry point for training sets, whatever their format.
 
 ``spec`` is ``builtin:<name>[...]`` (the procedural faces of :mod:`btnet.data.synthetic`), a
-RecordIO file / prefix / folder holding a ``.rec``, or an image folder ``root/<identity>/...``.
+RecordIO file / prefix / folder holding a ``.rec``, an image folder ``root/<identity>/...``, or
+``lfw-celeba:ROOT`` (the real-face protocol of :mod:`btnet.data.protocols`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def open_training_set(
         from btnet.data.synthetic import open_builtin  # heavy and optional: import lazily
 
         return open_builtin(s)
+    if s.startswith("lfw-celeba:"):  # the real-face protocol of docs/reproduction.md
+        from btnet.data.protocols import lfw_celeba_training_set
+
+        return lfw_celeba_training_set(s[len("lfw-celeba:"):], min_images=max(2, min_images))
     if is_record_spec(s):
         if min_images > 1:
             raise ValueError(f"{s}: min_images is only supported for image folders")
