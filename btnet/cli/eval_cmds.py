@@ -1,9 +1,314 @@
-"""Sub-commands of this group (filled in by the group's owner)."""
+"""``btnet eval ...``, ``btnet protocol openset`` and ``btnet analyze ...``: thin wrappers over
+:mod:`btnet.evaluation`.
+
+Models are named by ``--model`` (repeatable): a stored-model folder, ``NAME=DIR`` to name its
+report row, or ``mm:7=DIR,14=DIR,...`` for phi_mm; they are loaded one at a time.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(t) for t in text.replace(",", " ").split()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.replace(",", " ").split()]
+
+
+def _load(spec: str, device: str, selector=None):
+    from btnet.inference import load_encoder
+
+    return load_encoder(spec, device=device, selector=selector)
+
+
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--model", action="append", required=True, metavar="SPEC",
+                   help="stored model (DIR, NAME=DIR or mm:7=DIR,...); repeat for several")
+    p.add_argument("--out", required=True, type=Path, help=out_help)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--flip", action="store_true", help="fuse embeddings of image and mirror")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plots", action="store_true")
+
+
+# --------------------------------------------------------------------------- eval verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from btnet.data.degradation import parse_degradation
+    from btnet.data.verification import open_pair_set
+    from btnet.evaluation.gains import GainBaselines
+    from btnet.evaluation.report import write_verification_report
+    from btnet.evaluation.verification import (
+        evaluate_verification,
+        parse_settings,
+        subset_pairs,
+    )
+
+    sets = [subset_pairs(open_pair_set(p), args.max_pairs) for p in args.set]
+    deg = parse_degradation(args.degradation)
+    results = []
+    canonical = args.canonical
+    settings = None
+    for spec in args.model:
+        enc = _load(spec, args.device)
+        if canonical is None:
+            canonical = int(enc.canonical)
+        if settings is None:
+            settings = parse_settings(args.settings, canonical)
+        results += evaluate_verification(
+            [enc], sets, settings, canonical, n_folds=args.folds, far_targets=args.far,
+            flip=args.flip, batch_size=args.batch_size, progress=not args.no_progress,
+            degradation=deg, seed=args.seed)
+        del enc
+    mm = args.phi_r
+    if mm and "=" in mm:
+        mm = {int(k): v for k, v in (kv.split("=", 1) for kv in mm.split(","))}
+    baselines = GainBaselines(hr=args.phi_hr, mr=args.phi_mr, r=mm)
+    written = write_verification_report(results, args.out, baselines, canonical,
+                                        plots=not args.no_plots)
+    print(written["markdown"].read_text())
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval identify
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from btnet.data.openset import open_openset
+    from btnet.evaluation.identification import (
+        STRATEGIES,
+        compare_strategies,
+        evaluate_openset,
+        selector_factory,
+    )
+    from btnet.evaluation.report import write_identification_report
+
+    proto = open_openset(args.protocol)
+    kw = dict(rank=args.rank, fpir_targets=args.fpir, cmc_ranks=args.cmc,
+              gallery_mode=args.gallery, batch_size=args.batch_size, flip=args.flip,
+              progress=not args.no_progress)
+    strategies = None
+    if args.strategies:
+        strategies = list(STRATEGIES) if args.strategies == "all" else \
+            [s for s in args.strategies.replace(",", " ").split()]
+    results = []
+    for spec in args.model:
+        enc = _load(spec, args.device)
+        if strategies and hasattr(enc, "with_selector"):
+            results += compare_strategies(selector_factory(enc), proto, strategies,
+                                          model_name=enc.name, **kw)
+        else:
+            if strategies:
+                log.info("%s has no branch selection; evaluated once", enc.name)
+            results.append(evaluate_openset(enc, proto, **kw))
+        del enc
+    written = write_identification_report(results, args.out, plots=not args.no_plots)
+    print(written["markdown"].read_text())
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval templates
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from btnet.evaluation.report import write_json
+    from btnet.evaluation.templates import evaluate_templates, open_template_protocol
+
+    proto = open_template_protocol(args.protocol, args.images)
+    resolutions = args.resolution or [None]
+    results = []
+    for spec in args.model:
+        enc = _load(spec, args.device)
+        for r in resolutions:
+            results.append(evaluate_templates(
+                enc, proto, far_targets=args.far, rank=args.rank, fpir_targets=args.fpir,
+                use_weights=not args.no_weights, resolution=r,
+                canonical=int(getattr(enc, "canonical", 112)), batch_size=args.batch_size,
+                flip=args.flip, progress=not args.no_progress))
+        del enc
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json({"results": results}, args.out / "results.json")
+    lines = ["| model | r | " + " | ".join(f"TAR@FAR={f:g}" for f in args.far) + " |",
+             "|---|---|" + "---:|" * len(args.far)]
+    for res in results:
+        tars = res.get("verification", {}).get("tar_at_far", {})
+        lines.append(f"| {res['model']} | {res['resolution'] or 'native'} | "
+                     + " | ".join(f"{100 * tars[f'{f:g}']:.2f}" if f"{f:g}" in tars else "–"
+                                  for f in args.far) + " |")
+    (args.out / "report.md").write_text("# Template verification (1:1)\n\n" + "\n".join(lines)
+                                        + "\n")
+    print("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- protocol openset
+
+
+def cmd_protocol_openset(args: argparse.Namespace) -> int:
+    from btnet.evaluation.protocol import make_openset_protocol
+
+    out = make_openset_protocol(
+        args.root, args.out, n_watchlist=args.watchlist, gallery_per_id=args.gallery_per_id,
+        max_mated_per_id=args.max_mated_per_id, max_unmated_per_id=args.max_unmated_per_id,
+        max_unmated_ids=args.max_unmated_ids, gallery_size=args.gallery_size,
+        degradation=args.degradation, seed=args.seed)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"wrote {out}: watch-list {meta['watchlist_size']} identities, probe size mean "
+          f"{meta['probe_size_hw_mean']} (HxW), range {meta['probe_size_hw_min']}.."
+          f"{meta['probe_size_hw_max']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+def cmd_interpolation(args: argparse.Namespace) -> int:
+    from btnet.evaluation.interpolation import analyze_interpolation
+
+    written = analyze_interpolation(args.images, args.out, n=args.n,
+                                    resolutions=args.resolutions, canonical=args.canonical,
+                                    seed=args.seed)
+    res = json.loads(written["json"].read_text())
+    print(f"{res['n_faces']} faces, S={res['canonical_size']}")
+    for r, v in res["per_resolution"].items():
+        print(f"  r={r:>4}: MAE {v['mae_mean']:.2f}  RMSE {v['rmse_mean']:.2f}  "
+              f"PSNR {v['psnr_mean']:.2f} dB")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_plot_cost(args: argparse.Namespace) -> int:
+    from btnet.evaluation.plots import CostPoint, plot_cost
+
+    with open(args.points, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    need = {"label", "cost", "accuracy"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{args.points}: need a CSV with columns {sorted(need)}")
+    pts = [CostPoint(r["label"], float(r["cost"]), float(r["accuracy"])) for r in rows]
+    path = plot_cost(pts, args.out, xlabel=args.xlabel, ylabel=args.ylabel, title=args.title,
+                     log_x=args.log_x)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_plot_verify(args: argparse.Namespace) -> int:
+    from btnet.evaluation.report import verification_plots
+
+    report = json.loads(Path(args.results).read_text())
+    for p in verification_plots(report, args.out):
+        print(f"wrote {p}")
+    return 0
+
+
+# --------------------------------------------------------------------------- registration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this group's sub-commands to ``btnet``."""
+    """Add ``eval``, ``protocol`` and ``analyze`` groups to ``btnet``."""
+    ev = sub.add_parser("eval", help="evaluate models: verification, 1:N, templates")
+    evs = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
+
+    p = evs.add_parser("verify", help="multi-resolution 1:1 verification (Table 1)")
+    _common(p, "folder for report.md, results.csv, results.json and plots")
+    p.add_argument("--set", action="append", required=True, metavar="PATH",
+                   help=".bin, LFW pairs.txt (or its folder) or a pair list; repeatable")
+    p.add_argument("--settings", default=None,
+                   help="e.g. 'S&7,S&14,7&7' (S = canonical size); default: Table 1's seven")
+    p.add_argument("--canonical", type=int, default=None,
+                   help="canonical size S (default: the first model's)")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--far", type=_floats, default=[1e-4, 1e-3, 1e-2, 1e-1],
+                   help="FARs for TAR@FAR, e.g. '1e-3,1e-2'")
+    p.add_argument("--degradation", default=None,
+                   help="surveillance degradation of the low-resolution images (e.g. "
+                        "'surveillance'); default none")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-pairs", type=int, default=None, help="N evenly spaced pairs only (quick runs)")
+    p.add_argument("--phi-hr", default=None, help="report name of the phi_hr baseline (gains)")
+    p.add_argument("--phi-mr", default=None, help="report name of the phi_mr baseline (gains)")
+    p.add_argument("--phi-r", default=None,
+                   help="phi_r baseline for same-resolution gains: a name (phi_mm) or "
+                        "'7=NAME,14=NAME,...'")
+    p.set_defaults(func=cmd_verify)
+
+    p = evs.add_parser("identify", help="open-set 1:N identification (SurvFace / generic)")
+    _common(p, "folder for report.md, results.csv, results.json and TPIR-FPIR plots")
+    p.add_argument("--protocol", required=True, help="QMUL-SurvFace release or generic folder")
+    p.add_argument("--rank", type=int, default=20)
+    p.add_argument("--fpir", type=_floats, default=[0.3, 0.2, 0.1, 0.01])
+    p.add_argument("--cmc", type=_ints, default=[1, 5, 20])
+    p.add_argument("--gallery", choices=("mean", "image"), default="mean",
+                   help="per-identity mean feature (SurvFace reference) or every image")
+    p.add_argument("--strategies", default=None,
+                   help="'all' (Table 2's nine) or e.g. 'min/near,max/ceil'; BTNet models only")
+    p.set_defaults(func=cmd_identify)
+
+    p = evs.add_parser("templates", help="IJB-C style template 1:1 and 1:N")
+    _common(p, "folder for report.md and results.json")
+    p.add_argument("--protocol", required=True, help="IJB-C root (meta/) or generic folder")
+    p.add_argument("--images", default=None, help="aligned IJB-C images (default: guessed)")
+    p.add_argument("--resolution", type=int, action="append", default=None,
+                   help="degrade every face to r x r first; repeatable")
+    p.add_argument("--far", type=_floats, default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--rank", type=int, default=20)
+    p.add_argument("--fpir", type=_floats, default=[0.3, 0.2, 0.1, 0.01])
+    p.add_argument("--no-weights", action="store_true", help="ignore detector-score weights")
+    p.set_defaults(func=cmd_templates)
+
+    pr = sub.add_parser("protocol", help="build evaluation protocols from your data")
+    prs = pr.add_subparsers(dest="protocol_command", metavar="KIND", required=True)
+    p = prs.add_parser("openset", help="a QMUL-SurvFace-like open-set protocol from faces")
+    p.add_argument("--root", required=True, help="identity folder: root/<identity>/<image>")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--watchlist", type=int, default=None,
+                   help="watch-list size (default: half the identities with >= 2 images)")
+    p.add_argument("--gallery-per-id", type=int, default=1)
+    p.add_argument("--max-mated-per-id", type=int, default=None)
+    p.add_argument("--max-unmated-per-id", type=int, default=None)
+    p.add_argument("--max-unmated-ids", type=int, default=None)
+    p.add_argument("--gallery-size", type=int, default=None, help="resize gallery faces to this")
+    p.add_argument("--degradation", default="surveillance",
+                   help="probe degradation spec ('none' for clean down-sampling)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_protocol_openset)
+
+    an = sub.add_parser("analyze", help="analyses and figures")
+    ans = an.add_subparsers(dest="analyze_command", metavar="WHAT", required=True)
+    p = ans.add_parser("interpolation", help="Figure 1: down-then-up-sampling error per r")
+    p.add_argument("--images", required=True, help="folder of aligned faces (any depth)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", type=int, default=100, help="number of faces (>= 100 for Figure 1)")
+    p.add_argument("--resolutions", type=_ints, default=[7, 14, 21, 28, 42, 56, 84])
+    p.add_argument("--canonical", type=int, default=112)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_interpolation)
+
+    pl = ans.add_parser("plot", help="figures from stored results")
+    pls = pl.add_subparsers(dest="plot_command", metavar="FIGURE", required=True)
+    p = pls.add_parser("cost", help="accuracy vs cost (Figures 5 and 6) from a CSV")
+    p.add_argument("--points", required=True, help="CSV with columns label,cost,accuracy")
+    p.add_argument("--out", required=True, type=Path, help="PNG path")
+    p.add_argument("--xlabel", default="GMACs")
+    p.add_argument("--ylabel", default="accuracy (%)")
+    p.add_argument("--title", default="Accuracy vs cost")
+    p.add_argument("--log-x", action="store_true")
+    p.set_defaults(func=cmd_plot_cost)
+    p = pls.add_parser("verify", help="ROC and accuracy-vs-resolution from results.json")
+    p.add_argument("--results", required=True, help="results.json of 'btnet eval verify'")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_plot_verify)

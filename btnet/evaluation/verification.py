@@ -102,6 +102,20 @@ def parse_settings(specs: str | Sequence[str] | None, canonical: int) -> list[Se
     return out
 
 
+def subset_pairs(pairset: PairSet, n: int | None) -> PairSet:
+    """``n`` evenly spaced pairs, in file order (quick runs).
+
+    Taking the *first* n pairs of a protocol file is a trap: LFW's first 600 are one fold of
+    300 genuine then 300 impostor pairs, so contiguous folds would hold one class each. Even
+    spacing keeps every part of the file, and hence both classes, in every fold.
+    """
+    if not n or n >= len(pairset):
+        return pairset
+    idx = np.unique(np.linspace(0, len(pairset) - 1, int(n)).round().astype(np.int64))
+    return PairSet(pairset.name, pairset.images, pairset.left[idx], pairset.right[idx],
+                   pairset.issame[idx])
+
+
 def resolution_transform(
     r: int,
     canonical: int,
