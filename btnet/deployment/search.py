@@ -8,7 +8,12 @@ so its memory is ``queries x chunk`` scores, not ``queries x gallery``.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+# faiss logs every CPU-feature probe at INFO; that is noise on a command line.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 BACKENDS = ("auto", "faiss", "numpy")
 CHUNK_ROWS = 65536
