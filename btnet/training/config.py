@@ -243,6 +243,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}; choose one of {', '.join(RECIPES)}")
     if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:
         raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
+    amp = str(cfg.train.amp).lower()  # YAML reads a bare off / on as a boolean
+    cfg.train.amp = {"false": "off", "no": "off", "true": "auto", "on": "auto"}.get(amp, amp)
     if cfg.train.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, not {cfg.train.amp!r}")
     if cfg.optim.name not in ("sgd", "adamw"):

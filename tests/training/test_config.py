@@ -1,0 +1,82 @@
+"""Config schema, overrides, shipped configs, schedules and the resumable sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from btnet.training.config import ConfigError, ScheduleConfig, load_config, parse_overrides
+from btnet.training.distributed import ResumableBatchSampler
+from btnet.training.schedule import lr_at
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "cpu").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_validate(path):
+    cfg = load_config(path)
+    assert cfg.recipe in ("trunk", "mm", "branch")
+    if "cpu" in path.parts:
+        assert cfg.model.input_size == 56 and cfg.model.arch == "iresnet18"
+        assert cfg.data.train.startswith("builtin")
+
+
+def test_every_recipe_and_sampler_has_a_config():
+    names = {p.stem for p in SHIPPED}
+    assert {"trunk_hr", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm", "branch"} <= names
+    samplers = {load_config(ROOT / "configs" / f"trunk_{v}.yaml").data.sampler
+                for v in ("hr", "mr_v1", "mr_v2", "mr_v3")}
+    assert samplers == {"hr", "mr_v1", "mr_v2", "mr_v3"}
+    assert load_config(ROOT / "configs/branch.yaml").branch.trunk.endswith("trunk_mr_v1")
+
+
+def test_base_and_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("optim:\n  lr: 0.5\ntrain:\n  batch_size: 32\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  seed: 7\n")
+    cfg = load_config(tmp_path / "b.yaml", ["optim.lr=0.01", "branch.resolutions=[14]",
+                                            "train.amp=off"])
+    assert cfg.optim.lr == 0.01 and cfg.train.batch_size == 32 and cfg.train.seed == 7
+    assert cfg.branch.resolutions == [14]
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_wrong_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*lr, momentum"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="valid keys: recipe, name"):
+        load_config(None, ["optimiser.lr=0.1"])
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="recipe"):
+        load_config(None, ["recipe=distill"])
+    with pytest.raises(ConfigError, match="branch.trunk"):
+        load_config(None, ["recipe=branch"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_schedules():
+    poly = ScheduleConfig(name="poly", power=2.0)
+    assert lr_at(0, 100, 1.0, poly, warmup=10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, poly, warmup=10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, poly, warmup=10) == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, poly, warmup=10) == pytest.approx(0.25)
+    cos = ScheduleConfig(name="cosine", min_lr=0.1)
+    assert lr_at(50, 100, 1.0, cos, warmup=0) == pytest.approx(0.55)
+    assert lr_at(100, 100, 1.0, cos, warmup=0) == pytest.approx(0.1)
+
+
+def test_sampler_shards_cover_the_global_batch_and_resume():
+    single = ResumableBatchSampler(40, 8, seed=3)
+    ranks = [ResumableBatchSampler(40, 8, seed=3, rank=k, world_size=2) for k in range(2)]
+    for step, chunks in single.iterate(epoch=1):
+        parts = [r.micro_batches(1, step)[0] for r in ranks]
+        assert parts[0] + parts[1] == chunks[0]
+    assert list(single.iterate(2, 3)) == list(single.iterate(2))[3:]
+    assert single.permutation(0).tolist() != single.permutation(1).tolist()
+    accum = ResumableBatchSampler(40, 8, seed=3, accum_steps=2)
+    assert sum(accum.micro_batches(0, 1), []) == single.micro_batches(0, 1)[0]
+    with pytest.raises(ValueError, match="divisible"):
+        ResumableBatchSampler(40, 9, world_size=2)

@@ -1,0 +1,149 @@
+"""Tiny end-to-end runs of every recipe: loss falls, frozen weights stay frozen, BN separation,
+and bad trunk/branch pairings fail before the first step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from btnet.io.model_store import load_model
+from btnet.losses import NormalizedClassifier
+from btnet.models import BTNet, build_backbone
+from btnet.training import ConfigError, train
+from btnet.training.recipes import BranchTask
+
+
+def _records(out, kind="train"):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_trunk_loss_falls_and_outputs(tmp_path, tiny):
+    cfg = tiny(train={"max_steps": 16, "log_every": 4, "ckpt_every": 0},
+               data={"sampler": "hr"}, optim={"lr": 0.1},
+               eval={"sets": ["builtin:ids=6,per_id=2,pairs=20"], "pairs": ["S&S", "S&7"]})
+    res = train(cfg, output_dir=tmp_path / "run")
+    losses = [r["loss"] for r in _records(res.output_dir)]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
+    stored = load_model(res.model_path)
+    assert stored.kind == "backbone" and stored.classifier["weight"].shape == (8, 32)
+    assert set(res.metrics["eval"]) == {"builtin_pairs(seed=1)/28&28", "builtin_pairs(seed=1)/28&7"}
+    assert (res.output_dir / "train.csv").read_text().startswith("kind,step")
+    assert (res.output_dir / "eval.csv").is_file()
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg, output_dir=tmp_path / "run")  # never silently overwrite a run
+    assert train(cfg, output_dir=tmp_path / "run", resume=True).steps == 16  # finished: reused
+
+
+def test_fixed_trunk_branch_keeps_trunk_bit_identical(tmp_path, tiny, tiny_trunk):
+    cfg = tiny(recipe="branch", optim={"lr": 0.01},
+               branch={"trunk": str(tiny_trunk.output_dir), "resolutions": [7, 14]},
+               train={"max_steps": 3})
+    res = train(cfg, output_dir=tmp_path / "b")
+    before = load_file(str(tiny_trunk.model_path / "trunk.safetensors"))
+    after = load_file(str(res.model_path / "trunk.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:  # weights and BN running statistics of the trunk path
+        assert torch.equal(before[k], after[k]), k
+    # BCT: the trunk's classifier is used frozen and stored unchanged.
+    c0 = load_file(str(tiny_trunk.model_path / "classifier.safetensors"))["weight"]
+    c1 = load_file(str(res.model_path / "classifier.safetensors"))["weight"]
+    assert torch.equal(c0, c1)
+    stored = load_model(res.model_path).model
+    assert stored.resolutions == (7, 14)
+    rec = _records(res.output_dir)[-1]
+    assert {"cls7", "cls14", "distill7", "distill14"} <= rec.keys()
+
+
+def test_branch_training_touches_only_its_own_path():
+    """Training path 14 changes neither path 7 nor the trunk (weights or BN statistics)."""
+    torch.manual_seed(0)
+    trunk = build_backbone("iresnet18", input_size=28, width=8, embedding_size=32)
+    model = BTNet(trunk, (7, 14))
+    model.freeze_shared()
+    clf = NormalizedClassifier(32, 4).requires_grad_(False)
+    task = BranchTask(model, clf, "arcface", 16.0, None, [14], 0.5, 0.5).train()
+    frozen = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+    other = {k: v.clone() for k, v in model.path_state(7).items()}
+    mine = {k: v.clone() for k, v in model.path_state(14).items()}
+    params = [p for p in task.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    first = last = None
+    batch = {"x": torch.randn(8, 3, 28, 28), "x14": torch.randn(8, 3, 14, 14),
+             "label": torch.arange(8) % 4}
+    for _ in range(8):
+        out = task(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = out["loss"].item() if first is None else first
+        last = out["loss"].item()
+    assert last < first
+    for k, v in model.trunk.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    for k, v in model.path_state(7).items():
+        assert torch.equal(v, other[k]), k
+    changed = [k for k, v in model.path_state(14).items() if not torch.equal(v, mine[k])]
+    assert any(k.startswith("shared.") and k.endswith("running_mean") for k in changed)
+    assert any(k.startswith("branch.") for k in changed)
+
+
+def test_untied_branch_without_bct(tmp_path, tiny, tiny_trunk):
+    cfg = tiny(recipe="branch", optim={"lr": 0.01}, train={"max_steps": 2},
+               branch={"trunk": str(tiny_trunk.model_path), "resolutions": [14],
+                       "fixed_trunk": False, "bct": False, "pretrained": False,
+                       "embed_distill_weight": 0.5})
+    res = train(cfg, output_dir=tmp_path / "u")
+    info = json.loads((res.model_path / "model.json").read_text())
+    assert info["paths"]["14"]["untied"] is True
+    assert "edistill14" in _records(res.output_dir)[-1]
+
+
+def test_mm_recipe_one_model_per_resolution(tmp_path, tiny):
+    cfg = tiny(recipe="mm", mm={"resolutions": [7, 14]}, train={"max_steps": 2})
+    res = train(cfg, output_dir=tmp_path / "mm")
+    assert sorted(res.parts) == [7, 14]
+    for r, part in res.parts.items():
+        model = load_model(part.model_path).model
+        assert model.resolutions == (r,) and r in model.untied
+        assert model(torch.zeros(2, 3, r, r)).shape == (2, 32)
+
+
+@pytest.mark.parametrize(
+    "branch, error, match",
+    [
+        ({"resolutions": [5]}, ConfigError, "no unit with a 5x5"),
+        ({"trunk": "does/not/exist"}, FileNotFoundError, "no trained trunk"),
+    ],
+)
+def test_bad_pairings_fail_before_training(tmp_path, tiny, tiny_trunk, branch, error, match):
+    cfg = tiny(recipe="branch", branch={"trunk": str(tiny_trunk.output_dir), **branch})
+    with pytest.raises(error, match=match):
+        train(cfg, output_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "checkpoint").exists()
+
+
+def test_canonical_size_mismatch_is_reported(tmp_path, tiny, tiny_trunk):
+    cfg = tiny(recipe="branch", model={"input_size": 56},
+               branch={"trunk": str(tiny_trunk.output_dir)})
+    with pytest.raises(ConfigError, match="canonical size is 28"):
+        train(cfg, output_dir=tmp_path / "bad")
+    cfg = tiny(recipe="branch", data={"train": "builtin:ids=5,per_id=8"},
+               branch={"trunk": str(tiny_trunk.output_dir), "resolutions": [14]})
+    with pytest.raises(ConfigError, match="BCT needs"):
+        train(cfg, output_dir=tmp_path / "bad2")
+
+
+def test_cli_help_lists_recipes_and_wrong_key_exits_2(capsys):
+    from btnet.cli.main import build_parser, main
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("trunk", "mm", "branch"))
+    assert main(["train", "configs/cpu/trunk_hr.yaml", "--set", "optim.lrr=1"]) == 2
+    assert "valid keys in optim" in capsys.readouterr().err
