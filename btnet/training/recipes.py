@@ -137,29 +137,14 @@ class BranchTask(nn.Module):
 def open_training_set(spec: str, canonical: int):
     """A :class:`~btnet.data.base.FaceDataset` from a spec, via :mod:`btnet.data.training_sets`.
 
-    ``builtin:ids=..,per_id=..,seed=..`` (built-in faces rendered at the canonical size) is
-    handled here when the data layer does not know that form.
+    Built-in faces (``builtin[:split][,ids=..,per_id=..,seed=..]``) are rendered at the
+    canonical size unless the spec names a ``size``.
     """
     from btnet.data.training_sets import open_training_set as _open
 
-    if spec.startswith("builtin"):
-        _, _, rest = spec.partition(":")
-        if not rest or "=" in rest:
-            return _builtin(spec, canonical)
+    if spec.startswith("builtin") and "size=" not in spec:
+        spec = f"{spec}{',' if ':' in spec else ':'}size={canonical}"
     return _open(spec)
-
-
-def _builtin(spec: str, canonical: int):
-    from btnet.data.synthetic import SyntheticFaces
-
-    opts = {"ids": 64, "per_id": 8, "seed": 0, "size": canonical}
-    _, _, rest = spec.partition(":")
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in opts:
-            raise ConfigError(f"builtin option {key!r} unknown; use {', '.join(opts)}")
-        opts[key] = int(value)
-    return SyntheticFaces(opts["ids"], opts["per_id"], size=opts["size"], seed=opts["seed"])
 
 
 def _flip(img: np.ndarray, rng: np.random.Generator, enabled: bool) -> np.ndarray:

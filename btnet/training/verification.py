@@ -2,7 +2,7 @@
 
 Sets are named like everywhere else in btnet: a pair-set path (``.bin``, LFW ``pairs.txt``, a
 pair list or folder) or ``builtin[:ids=..,per_id=..,seed=..,pairs=..]`` for built-in faces of
-identities the built-in training set does not use (offset 100000).
+identities the built-in training sets never use.
 """
 
 from __future__ import annotations
@@ -10,46 +10,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
 from btnet.data.base import PairSet
 from btnet.training.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_EVAL_OFFSET = 100_000
-
-
 def builtin_pairs(spec: str, size: int) -> PairSet:
-    """Balanced genuine / impostor pairs over held-out built-in identities, fixed by seed."""
-    from btnet.data.synthetic import SyntheticFaces
+    """``builtin[:ids=..,per_id=..,seed=..,pairs=..,folds=..]``: pairs over built-in *test*
+    identities (never those of a built-in training set), fixed by seed."""
+    from btnet.data.synthetic import builtin_pairs as make_pairs
 
-    opts = {"ids": 20, "per_id": 4, "seed": 1, "pairs": 200}
+    opts = {"ids": 20, "per_id": 4, "seed": 1, "pairs": 200, "folds": 10}
     _, _, rest = spec.partition(":")
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         if key not in opts:
             raise ConfigError(f"builtin pair-set option {key!r} unknown; use {', '.join(opts)}")
         opts[key] = int(value)
-    faces = SyntheticFaces(opts["ids"], opts["per_id"], size=size, seed=opts["seed"],
-                           identity_offset=BUILTIN_EVAL_OFFSET)
-    rng = np.random.default_rng(opts["seed"])
-    n, k = opts["ids"], opts["per_id"]
-    left, right, same = [], [], []
-    for p in range(opts["pairs"]):
-        a = int(rng.integers(n))
-        if p % 2 == 0:
-            i, j = rng.choice(k, size=2, replace=False)
-            left.append(a * k + int(i))
-            right.append(a * k + int(j))
-        else:
-            b = int((a + 1 + rng.integers(n - 1)) % n)
-            left.append(a * k + int(rng.integers(k)))
-            right.append(b * k + int(rng.integers(k)))
-        same.append(p % 2 == 0)
-    from btnet.data.synthetic import DatasetImages
-
-    return PairSet(f"builtin_pairs(seed={opts['seed']})", DatasetImages(faces), left, right, same)
+    return make_pairs(opts["ids"], opts["per_id"], opts["pairs"], size=size, seed=opts["seed"],
+                      folds=opts["folds"])
 
 
 def open_eval_set(spec: str, size: int) -> PairSet:
