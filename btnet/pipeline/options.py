@@ -1,0 +1,60 @@
+"""Options of a study (``btnet reproduce`` / ``btnet demo``), with the CPU-scale defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGE_NAMES = (
+    "trunk_hr", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
+    "btnet", "btnet_hr_trunk", "table3", "table4", "openset", "figure7",
+)
+
+
+@dataclass
+class StudyOptions:
+    """Everything a study depends on; each stage hashes the part it uses into its cache key."""
+
+    study: str = "table1"
+    out: str = ""  # study folder; default runs/<study>
+    data: str = "builtin"  # "builtin" or a data root holding lfw/ and celeba/ (../shared/data)
+    canonical: int = 56  # S: 56 on CPU (branches 7/14/28 stay meaningful), 112 on a GPU
+    arch: str = "iresnet18"
+    width: int = 16
+    embedding_size: int = 128
+    resolutions: list[int] = field(default_factory=lambda: [7, 14, 28])
+    trunk_epochs: float = 8.0
+    branch_epochs: float = 4.0
+    mm_epochs: float = 8.0
+    batch_size: int = 128
+    lr: float = 0.1
+    trunk_loss: str = "arcface"
+    branch_loss: str = "curricularface"  # the paper's influence loss
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+    stages: list[str] | None = None  # None: every stage of the study
+    # built-in faces (data == "builtin")
+    builtin_train_ids: int = 300
+    builtin_per_id: int = 16
+    builtin_test_ids: int = 100
+    builtin_test_per_id: int = 8
+    # evaluation
+    eval_pairs: int = 3000  # pairs in the verification set (real faces: devtest pairs + extra)
+    flip: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out or f"runs/{self.study}")
+
+    def model_params(self) -> dict:
+        return {"arch": self.arch, "input_size": self.canonical, "width": self.width,
+                "embedding_size": self.embedding_size}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def wants(self, stage: str) -> bool:
+        return self.stages is None or stage in self.stages

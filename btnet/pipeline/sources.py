@@ -1,0 +1,77 @@
+"""Where a study's faces come from: the built-in generator or the team's real-face protocol.
+
+A source gives a training-set spec (as ``data.train`` of a training config), the verification
+pair set, and the identities an open-set protocol may be drawn from, all disjoint from training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from btnet.data.base import PairSet
+from btnet.pipeline.options import StudyOptions
+
+BUILTIN_TEST_OFFSET = 100_000  # built-in test identities never overlap training ones
+
+
+@dataclass
+class DataSource:
+    name: str
+    train_spec: str
+    description: str
+
+    def pair_set(self, opts: StudyOptions) -> PairSet:
+        raise NotImplementedError
+
+    def cache_params(self, opts: StudyOptions) -> dict:
+        return {"source": self.name, "train": self.train_spec}
+
+
+class BuiltinSource(DataSource):
+    def pair_set(self, opts: StudyOptions) -> PairSet:
+        from btnet.data.synthetic import builtin_pairs
+
+        return builtin_pairs(
+            num_identities=opts.builtin_test_ids,
+            images_per_identity=opts.builtin_test_per_id,
+            num_pairs=opts.eval_pairs,
+            size=opts.canonical,
+            seed=opts.seed + 1,
+            identity_offset=BUILTIN_TEST_OFFSET,
+        )
+
+    def cache_params(self, opts: StudyOptions) -> dict:
+        return {**super().cache_params(opts), "test_ids": opts.builtin_test_ids,
+                "test_per_id": opts.builtin_test_per_id, "pairs": opts.eval_pairs}
+
+
+class RealFacesSource(DataSource):
+    """docs/reproduction.md: train on LFW dev-train people (>= 2 images) + the CelebA subset,
+    evaluate on LFW dev-test people only (pairsDevTest.txt plus pairs drawn by seed)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        super().__init__("lfw-celeba", f"lfw-celeba:{self.root}", f"real faces under {self.root}")
+
+    def pair_set(self, opts: StudyOptions) -> PairSet:
+        from btnet.data.protocols import lfw_devtest_pairs
+
+        return lfw_devtest_pairs(self.root / "lfw", total_pairs=opts.eval_pairs, seed=opts.seed)
+
+    def cache_params(self, opts: StudyOptions) -> dict:
+        return {**super().cache_params(opts), "pairs": opts.eval_pairs}
+
+
+def resolve_source(opts: StudyOptions) -> DataSource:
+    if opts.data == "builtin":
+        spec = (f"builtin:ids={opts.builtin_train_ids},per_id={opts.builtin_per_id},"
+                f"seed={opts.seed}")
+        return BuiltinSource("builtin", spec, "built-in procedural faces")
+    root = Path(opts.data)
+    if not (root / "lfw").is_dir() or not (root / "celeba").is_dir():
+        raise FileNotFoundError(
+            f"--data {root}: expected a folder with lfw/ and celeba/ (like ../shared/data), "
+            "or 'builtin'"
+        )
+    return RealFacesSource(root)

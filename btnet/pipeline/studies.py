@@ -1,0 +1,202 @@
+"""The paper's studies as pipelines of cached stages (``btnet reproduce`` and ``btnet demo``).
+
+Every model is a training stage whose folder is the trainer's output folder (so an interrupted
+stage resumes from its checkpoint); every evaluation is a stage of its own per model, so adding
+a model to a study evaluates only that model. The report is rebuilt from the cached results on
+each run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from btnet.pipeline.options import StudyOptions
+from btnet.pipeline.sources import DataSource, resolve_source
+from btnet.pipeline.stages import StageCache, StageResult
+
+log = logging.getLogger(__name__)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Study:
+    """Shared machinery: the cache, the data source and the stage builders."""
+
+    def __init__(self, opts: StudyOptions, echo: Callable[[str], None] | None = None):
+        self.opts = opts
+        self.root = opts.folder
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.echo = echo or (lambda msg: None)
+        self.cache = StageCache(self.root, on_event=self.echo)
+        self.source: DataSource = resolve_source(opts)
+        self._pairset = None
+        self.models: dict[str, StageResult] = {}
+
+    # --- training stages ---------------------------------------------------------------------
+    def _train_config(self, recipe: str, name: str, epochs: float, loss: str, extra: dict) -> dict:
+        o = self.opts
+        base = {
+            "recipe": recipe,
+            "name": name,
+            "model": o.model_params(),
+            "data": {"train": self.source.train_spec, "num_workers": 0},
+            "loss": {"name": loss},
+            "optim": {"lr": o.lr},
+            "schedule": {"name": "poly", "warmup_epochs": min(1.0, epochs / 8)},
+            "train": {"epochs": epochs, "batch_size": o.batch_size, "seed": o.seed,
+                      "device": o.device, "num_threads": o.threads, "progress": o.progress,
+                      "ckpt_every": 100, "log_every": 20},
+        }
+        return _merge(base, extra)
+
+    def _cache_view(self, cfg: dict) -> dict:
+        """What of a training config decides its result (not progress bars or threads)."""
+        view = copy.deepcopy(cfg)
+        for k in ("progress", "num_threads", "device", "log_every", "ckpt_every"):
+            view["train"].pop(k, None)
+        view["data"]["source"] = self.source.cache_params(self.opts)
+        return view
+
+    def train_stage(self, name: str, cfg: dict, deps: list[StageResult] = ()) -> StageResult:
+        from btnet.training.api import train
+
+        def run(folder: Path) -> dict[str, Any]:
+            result = train(cfg, output_dir=folder / "run", resume="auto")
+            return {"model": str(result.model_path), "parts": {
+                str(r): str(p.model_path) for r, p in result.parts.items()},
+                "steps": result.steps, "metrics": result.metrics}
+
+        return self.cache.run(name, self._cache_view(cfg), run, deps)
+
+    def trunk(self, sampler: str) -> StageResult:
+        name = f"trunk_{sampler}"
+        cfg = self._train_config("trunk", name, self.opts.trunk_epochs, self.opts.trunk_loss,
+                                 {"data": {"sampler": sampler}})
+        return self.train_stage(name, cfg)
+
+    def branches(self, trunk: StageResult, name: str = "btnet", resolutions: list[int] | None = None,
+                 loss: str | None = None, **switches: Any) -> StageResult:
+        """BTNet branches on ``trunk``; ``switches`` are Table 3's (pretrained, bct, ...)."""
+        branch = {"trunk": trunk.outputs["model"],
+                  "resolutions": resolutions or list(self.opts.resolutions), **switches}
+        cfg = self._train_config("branch", name, self.opts.branch_epochs,
+                                 loss or self.opts.branch_loss, {"branch": branch})
+        return self.train_stage(name, cfg, [trunk])
+
+    def mm(self) -> StageResult:
+        cfg = self._train_config("mm", "mm", self.opts.mm_epochs, self.opts.trunk_loss,
+                                 {"mm": {"resolutions": list(self.opts.resolutions)}})
+        return self.train_stage("mm", cfg)
+
+    # --- evaluation --------------------------------------------------------------------------
+    def pair_set(self):
+        if self._pairset is None:
+            self._pairset = self.source.pair_set(self.opts)
+        return self._pairset
+
+    def encoder_spec(self, stage: StageResult) -> str:
+        if stage.outputs.get("parts"):
+            return "mm:" + ",".join(f"{r}={p}" for r, p in sorted(
+                stage.outputs["parts"].items(), key=lambda kv: int(kv[0])))
+        return stage.outputs["model"]
+
+    def evaluate(self, label: str, stage: StageResult, settings: list[str] | None = None) -> StageResult:
+        from btnet.evaluation.verification import default_settings, parse_settings
+
+        o = self.opts
+        chosen = (parse_settings(settings, o.canonical) if settings
+                  else default_settings(o.canonical, o.resolutions))
+        params = {"label": label, "settings": [s.name for s in chosen], "flip": o.flip,
+                  "data": self.source.cache_params(o)}
+
+        def run(folder: Path) -> dict[str, Any]:
+            from btnet.evaluation.verification import evaluate_pairs
+            from btnet.inference import load_encoder
+
+            encoder = load_encoder(self.encoder_spec(stage), name=label)
+            results = evaluate_pairs(encoder, self.pair_set(), chosen, o.canonical,
+                                     model_name=label, flip=o.flip, progress=o.progress)
+            data = [r.to_dict() for r in results]
+            (folder / "results.json").write_text(json.dumps(data, indent=1))
+            return {"results": str(folder / "results.json")}
+
+        return self.cache.run(f"eval_{label}", params, run, [stage])
+
+    def results(self, evals: list[StageResult]):
+        from btnet.evaluation.verification import VerificationResult
+
+        out = []
+        for ev in evals:
+            for d in json.loads(Path(ev.outputs["results"]).read_text()):
+                out.append(VerificationResult(**d))
+        return out
+
+    def write_summary(self, report_dir: Path, extra: dict[str, Any]) -> None:
+        summary = {"options": self.opts.to_dict(), "stages": self.cache.summary(), **extra}
+        (report_dir / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------ studies
+
+
+def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = None) -> Path:
+    """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk)."""
+    from btnet.evaluation.gains import GainBaselines
+    from btnet.evaluation.report import write_verification_report
+
+    study = Study(opts, echo)
+    wanted = models or ("phi_hr", "phi_mm", "phi_mr_v1", "phi_mr_v2", "phi_mr_v3", "BTNet")
+    start = time.perf_counter()
+    evals: list[StageResult] = []
+    stages: dict[str, StageResult] = {}
+    if "phi_hr" in wanted and opts.wants("trunk_hr"):
+        stages["phi_hr"] = study.trunk("hr")
+    for v in ("v1", "v2", "v3"):
+        if (f"phi_mr_{v}" in wanted or (v == "v1" and "BTNet" in wanted)) and opts.wants(f"trunk_mr_{v}"):
+            stages[f"phi_mr_{v}"] = study.trunk(f"mr_{v}")
+    if "phi_mm" in wanted and opts.wants("mm"):
+        stages["phi_mm"] = study.mm()
+    if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
+        stages["BTNet"] = study.branches(stages["phi_mr_v1"])
+    for label in wanted:
+        if label in stages:
+            evals.append(study.evaluate(label, stages[label]))
+    results = study.results(evals)
+    report_dir = study.root / "report"
+    mr = "phi_mr_v1" if "phi_mr_v1" in stages else None
+    baselines = GainBaselines(hr="phi_hr" if "phi_hr" in stages else None, mr=mr,
+                              r="phi_mm" if "phi_mm" in stages else None)
+    written = write_verification_report(results, report_dir, baselines, opts.canonical,
+                                        title=f"Table 1 ({study.source.description})")
+    cost = _cost_section(study, stages.get("BTNet"))
+    study.write_summary(report_dir, {"seconds": time.perf_counter() - start, "cost": cost})
+    echo(f"report: {written['markdown']}")
+    return report_dir
+
+
+def _cost_section(study: Study, btnet_stage: StageResult | None) -> dict | None:
+    if btnet_stage is None:
+        return None
+    from btnet.io.model_store import load_model
+    from btnet.models.cost import cost_report
+
+    report = cost_report(load_model(btnet_stage.outputs["model"]).model)
+    folder = study.root / "report"
+    md = folder / "report.md"
+    md.write_text(md.read_text() + "\n## Cost\n\n" + report.to_table() + "\n")
+    (folder / "cost.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report.to_dict()
+
+
+STUDIES: dict[str, Callable[..., Path]] = {"table1": run_table1}
