@@ -198,13 +198,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from btnet.deployment.align import align_path, read_annotations
+    from btnet.cli.main import UserError
+    from btnet.deployment.align import AlignExtraMissing, align_path, read_annotations
 
     ann = read_annotations(args.landmarks) if args.landmarks else None
-    report = align_path(
-        args.src, args.dst, annotations=ann, size=args.size, keep_native=not args.upsample,
-        fmt=args.format, detect=not args.no_detect,
-    )
+    try:
+        report = align_path(
+            args.src, args.dst, annotations=ann, size=args.size, keep_native=not args.upsample,
+            fmt=args.format, detect=not args.no_detect,
+        )
+    except AlignExtraMissing as exc:
+        raise UserError(str(exc)) from exc
     native = sum(1 for _, _, f in report.written if f.output_size < args.size)
     print(f"aligned {len(report.written)} faces ({native} kept at native size < {args.size}) "
           f"-> {args.dst}; report {Path(args.dst) / 'aligned.tsv'}")

@@ -61,8 +61,12 @@ class NoFaceFound(ValueError):
 
 
 def template(size: float) -> np.ndarray:
-    """The ArcFace template scaled to an output of ``size`` x ``size`` pixels."""
-    return ARCFACE_TEMPLATE * (float(size) / REFERENCE_SIZE)
+    """The ArcFace template scaled to an output of ``size`` x ``size`` pixels.
+
+    Scaled about the image's outer corner (pixel edges), as area down-sampling of a 112 crop
+    maps it, so a native-scale crop has the geometry of the 112 crop shrunk to ``size``.
+    """
+    return (ARCFACE_TEMPLATE + 0.5) * (float(size) / REFERENCE_SIZE) - 0.5
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -152,8 +156,8 @@ def points_from_box(box: Sequence[float]) -> np.ndarray:
     w, h = x2 - x1, y2 - y1
     if not (w > 0 and h > 0):
         raise ValueError(f"zero-size or inverted face box {tuple(box)} (need x2 > x1, y2 > y1)")
-    rel = (ARCFACE_TEMPLATE + 0.5) / REFERENCE_SIZE
-    return np.stack([x1 + rel[:, 0] * w - 0.5, y1 + rel[:, 1] * h - 0.5], axis=1)
+    rel = (ARCFACE_TEMPLATE + 0.5) / REFERENCE_SIZE  # same corner convention as template()
+    return np.stack([x1 - 0.5 + rel[:, 0] * w, y1 - 0.5 + rel[:, 1] * h], axis=1)
 
 
 def align_face(
