@@ -128,15 +128,19 @@ def build_openset_protocol(
     degradation: str | SurveillanceDegradation | None = "surveillance",
     seed: int = 0,
     name: str | None = None,
+    identities: dict[str, list[str]] | None = None,
 ) -> OpenSetProtocol:
     """Choose watch-list, gallery and probes from an identity folder (see the module doc).
+
+    ``identities`` (name -> image paths) replaces scanning ``root``, e.g. to draw from the
+    people of one split only.
 
     ``n_watchlist`` defaults to half of the identities that have more than ``gallery_per_id``
     images. The returned protocol decodes and degrades images lazily; ``extra`` holds the
     choices and probe-size statistics.
     """
     root = Path(root)
-    folders = _scan(root)
+    folders = _scan(root) if identities is None else {k: list(v) for k, v in identities.items()}
     sizes = sizes or ProbeSizeDistribution()
     if degradation is None or isinstance(degradation, str):
         deg = parse_degradation(degradation)

@@ -29,7 +29,7 @@ class StudyOptions:
     mm_epochs: float = 8.0
     batch_size: int = 128
     lr: float = 0.1
-    trunk_loss: str = "arcface"
+    trunk_loss: str = "curricularface"
     branch_loss: str = "curricularface"  # the paper's influence loss
     seed: int = 0
     device: str = "auto"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from btnet.data.base import PairSet
+from btnet.data.base import OpenSetProtocol, PairSet
 from btnet.pipeline.options import StudyOptions
 
 BUILTIN_TEST_OFFSET = 100_000  # built-in test identities never overlap training ones
@@ -27,6 +27,11 @@ class DataSource:
     def cache_params(self, opts: StudyOptions) -> dict:
         return {"source": self.name, "train": self.train_spec}
 
+    def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
+        """A SurvFace-like open-set protocol over test identities (high-res gallery, probes
+        degraded to surveillance sizes), deterministic by seed."""
+        raise NotImplementedError
+
 
 class BuiltinSource(DataSource):
     def pair_set(self, opts: StudyOptions) -> PairSet:
@@ -40,6 +45,15 @@ class BuiltinSource(DataSource):
             seed=opts.seed + 1,
             identity_offset=BUILTIN_TEST_OFFSET,
         )
+
+    def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
+        from btnet.data.synthetic import SyntheticFaces, export_folder
+        from btnet.evaluation.protocol import build_openset_protocol
+
+        faces = SyntheticFaces(opts.builtin_test_ids, opts.builtin_test_per_id, size=112,
+                               seed=opts.seed + 2, identity_offset=BUILTIN_TEST_OFFSET + 50_000)
+        folder = export_folder(faces, workdir / "faces")
+        return build_openset_protocol(folder, seed=opts.seed, name="builtin-openset")
 
     def cache_params(self, opts: StudyOptions) -> dict:
         return {**super().cache_params(opts), "test_ids": opts.builtin_test_ids,
@@ -58,6 +72,14 @@ class RealFacesSource(DataSource):
         from btnet.data.protocols import lfw_devtest_pairs
 
         return lfw_devtest_pairs(self.root / "lfw", total_pairs=opts.eval_pairs, seed=opts.seed)
+
+    def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
+        from btnet.data.protocols import lfw_devtest_people
+        from btnet.evaluation.protocol import build_openset_protocol
+
+        people = lfw_devtest_people(self.root / "lfw")
+        return build_openset_protocol(self.root / "lfw", seed=opts.seed, identities=people,
+                                      name="lfw-devtest-openset")
 
     def cache_params(self, opts: StudyOptions) -> dict:
         return {**super().cache_params(opts), "pairs": opts.eval_pairs}

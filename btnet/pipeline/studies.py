@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,10 +95,12 @@ class Study:
                                  loss or self.opts.branch_loss, {"branch": branch})
         return self.train_stage(name, cfg, [trunk])
 
-    def mm(self) -> StageResult:
-        cfg = self._train_config("mm", "mm", self.opts.mm_epochs, self.opts.trunk_loss,
-                                 {"mm": {"resolutions": list(self.opts.resolutions)}})
-        return self.train_stage("mm", cfg)
+    def mm(self, resolutions: list[int] | None = None, name: str = "mm") -> StageResult:
+        """phi_mm: one model per resolution, from scratch (also Table 3's 'scratch' row)."""
+        rs = list(resolutions or self.opts.resolutions)
+        cfg = self._train_config("mm", name, self.opts.mm_epochs, self.opts.trunk_loss,
+                                 {"mm": {"resolutions": rs}})
+        return self.train_stage(name, cfg)
 
     # --- evaluation --------------------------------------------------------------------------
     def pair_set(self):
@@ -199,4 +202,155 @@ def _cost_section(study: Study, btnet_stage: StageResult | None) -> dict | None:
     return report.to_dict()
 
 
-STUDIES: dict[str, Callable[..., Path]] = {"table1": run_table1}
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _acc_cells(results, label: str, settings: list[str]) -> list[str]:
+    by = {r.setting: r for r in results if r.model == label}
+    return [f"{100 * by[s].accuracy_mean:.2f} ± {100 * by[s].accuracy_std:.2f}" if s in by else "–"
+            for s in settings]
+
+
+def _stored_params(stage: StageResult, r: int) -> int | None:
+    from btnet.io.model_store import read_model_json
+
+    folder = stage.outputs["parts"].get(str(r)) if stage.outputs.get("parts") else stage.outputs["model"]
+    info = read_model_json(folder)
+    path = info.get("paths", {}).get(str(r))
+    return None if path is None else int(path["stored_parameters"])
+
+
+def _finish(study: Study, report_dir: Path, title: str, body: str, extra: dict, echo) -> Path:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    md = report_dir / "report.md"
+    md.write_text(f"# {title}\n\n{body}\n")
+    study.write_summary(report_dir, extra)
+    echo(f"report: {md}")
+    return report_dir
+
+
+TABLE3_ROWS = (
+    # label, switches of the branch recipe (None: the mm recipe, i.e. from scratch)
+    ("scratch", None),
+    ("+ pretrained init", dict(pretrained=True, bct=False, fixed_trunk=False, distill_weight=0.0)),
+    ("+ BCT", dict(pretrained=True, bct=True, fixed_trunk=False, distill_weight=0.0)),
+    ("+ fixed trunk", dict(pretrained=True, bct=True, fixed_trunk=True, distill_weight=0.0)),
+    ("+ branch distillation (BTNet)",
+     dict(pretrained=True, bct=True, fixed_trunk=True, distill_weight=0.5)),
+)
+
+
+def run_table3(opts: StudyOptions, echo=print) -> Path:
+    """Table 3: the five training-method rows for one resolution (14) with stored parameters."""
+    study = Study(opts, echo)
+    r = 14 if 14 in opts.resolutions else sorted(opts.resolutions)[len(opts.resolutions) // 2]
+    settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
+    trunk = study.trunk("mr_v1")
+    results, rows = [], []
+    for i, (label, switches) in enumerate(TABLE3_ROWS):
+        if switches is None:
+            stage = study.mm([r], name=f"table3_scratch_r{r}")
+        else:
+            stage = study.branches(trunk, name=f"table3_row{i}_r{r}", resolutions=[r], **switches)
+        ev = study.evaluate(label, stage, settings)
+        res = study.results([ev])
+        results += res
+        stored = _stored_params(stage, r)
+        rows.append([label, *_acc_cells(res, label, settings),
+                     "–" if stored is None else f"{stored / 1e6:.3f}M"])
+    body = (f"Resolution r = {r}, canonical size S = {opts.canonical}, trunk: phi_mr v1; data: "
+            f"{study.source.description}. Accuracy (%) mean ± std over 10 folds.\n\n"
+            + _md_table(["training method", *settings, "stored params"], rows))
+    return _finish(study, study.root / "report", "Table 3: training methods", body,
+                   {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
+
+
+def run_table4(opts: StudyOptions, echo=print) -> Path:
+    """Table 4: CosFace / ArcFace / CurricularFace as the influence loss of the branches."""
+    from btnet.evaluation.verification import default_settings
+
+    study = Study(opts, echo)
+    trunk = study.trunk("mr_v1")
+    settings = [s.name for s in default_settings(opts.canonical, opts.resolutions)]
+    rows, results = [], []
+    for loss in ("cosface", "arcface", "curricularface"):
+        stage = study.branches(trunk, name=f"table4_{loss}", loss=loss)
+        res = study.results([study.evaluate(f"BTNet ({loss})", stage)])
+        results += res
+        rows.append([loss, *_acc_cells(res, f"BTNet ({loss})", settings)])
+    body = (f"Branches on the phi_mr v1 trunk; data: {study.source.description}. "
+            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            + _md_table(["influence loss", *settings], rows))
+    return _finish(study, study.root / "report", "Table 4: influence loss", body,
+                   {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
+
+
+def run_trunks(opts: StudyOptions, echo=print) -> Path:
+    """The same branches on a phi_hr trunk beside the phi_mr trunk."""
+    from btnet.evaluation.report import write_verification_report
+
+    study = Study(opts, echo)
+    hr, mr = study.trunk("hr"), study.trunk("mr_v1")
+    stages = {"phi_hr": hr, "phi_mr_v1": mr,
+              "BTNet on phi_hr": study.branches(hr, name="btnet_hr_trunk"),
+              "BTNet on phi_mr_v1": study.branches(mr)}
+    results = study.results([study.evaluate(k, v) for k, v in stages.items()])
+    report_dir = study.root / "report"
+    written = write_verification_report(results, report_dir, None, opts.canonical,
+                                        title="Trunk choice: BTNet on phi_hr vs on phi_mr")
+    study.write_summary(report_dir, {})
+    echo(f"report: {written['markdown']}")
+    return report_dir
+
+
+def run_table2(opts: StudyOptions, echo=print) -> Path:
+    """Table 2: the nine branch-selection strategies on a SurvFace-like open-set protocol."""
+    from btnet.evaluation.identification import STRATEGIES
+
+    study = Study(opts, echo)
+    hr, mr = study.trunk("hr"), study.trunk("mr_v1")
+    bt = study.branches(mr)
+    params = {"data": study.source.cache_params(opts), "seed": opts.seed}
+
+    def run(folder: Path) -> dict:
+        from btnet.evaluation.identification import (
+            compare_strategies,
+            evaluate_openset,
+            selector_factory,
+        )
+        from btnet.evaluation.report import write_identification_report
+        from btnet.inference import load_encoder
+
+        protocol = study.source.openset(opts, folder)
+        results = []
+        for label, stage in (("phi_hr", hr), ("phi_mr_v1", mr)):
+            enc = load_encoder(study.encoder_spec(stage), name=label)
+            results.append(evaluate_openset(enc, protocol, label, progress=opts.progress))
+        enc = load_encoder(study.encoder_spec(bt), name="BTNet")
+        results += compare_strategies(selector_factory(enc), protocol, STRATEGIES, "BTNet",
+                                      progress=opts.progress)
+        write_identification_report(results, folder / "report",
+                                    title=f"Table 2 ({protocol.name})")
+        (folder / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1))
+        return {"report": str(folder / "report"), "protocol": protocol.extra.get("source", "")}
+
+    stage = study.cache.run("table2_openset", params, run, [hr, mr, bt])
+    report_dir = study.root / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for f in Path(stage.outputs["report"]).iterdir():
+        shutil.copy2(f, report_dir / f.name)
+    study.write_summary(report_dir, {})
+    echo(f"report: {report_dir / 'report.md'}")
+    return report_dir
+
+
+STUDIES: dict[str, Callable[..., Path]] = {
+    "table1": run_table1,
+    "table2": run_table2,
+    "table3": run_table3,
+    "table4": run_table4,
+    "trunks": run_trunks,
+}

@@ -1,0 +1,79 @@
+"""The demo / reproduce pipeline in a tiny configuration, and its stage cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from btnet.pipeline.demo import demo_options, run_demo
+from btnet.pipeline.stages import StageCache
+
+TINY = dict(
+    canonical=28, width=4, embedding_size=16, resolutions=[7, 14], trunk_epochs=1.0,
+    branch_epochs=1.0, batch_size=16, lr=0.05, builtin_train_ids=8, builtin_per_id=4,
+    builtin_test_ids=6, builtin_test_per_id=4, eval_pairs=40, progress=False, threads=1,
+)
+
+
+def test_stage_cache_reuses_and_invalidates(tmp_path):
+    cache = StageCache(tmp_path)
+    calls = []
+
+    def work(tag):
+        def fn(folder):
+            calls.append(tag)
+            (folder / "out.txt").write_text(tag)
+            return {"tag": tag}
+        return fn
+
+    a = cache.run("a", {"x": 1}, work("a1"))
+    b = cache.run("b", {"y": 1}, work("b1"), [a])
+    assert calls == ["a1", "b1"] and not a.cached
+    assert cache.run("a", {"x": 1}, work("never")).cached
+    assert cache.run("b", {"y": 1}, work("never"), [a]).outputs == {"tag": "b1"}
+    assert calls == ["a1", "b1"]
+    a2 = cache.run("a", {"x": 2}, work("a2"))  # changed option: a and everything after it
+    b2 = cache.run("b", {"y": 1}, work("b2"), [a2])
+    assert calls == ["a1", "b1", "a2", "b2"] and b2.key != b.key
+
+
+def test_unfinished_stage_is_recomputed(tmp_path):
+    cache = StageCache(tmp_path)
+
+    def boom(folder):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cache.run("a", {}, boom)
+    assert cache.lookup("a", {}) is None  # no stage.json: not done
+    assert cache.run("a", {}, lambda folder: {"ok": 1}).outputs == {"ok": 1}
+
+
+@pytest.mark.slow
+def test_demo_pipeline_tiny_end_to_end_and_cached(tmp_path):
+    opts = demo_options(out=str(tmp_path / "demo"), **TINY)
+    lines: list[str] = []
+    report = run_demo(opts, echo=lines.append)
+    md = (report / "report.md").read_text()
+    for model in ("phi_hr", "phi_mr_v1", "BTNet"):
+        assert model in md
+    for setting in ("28&7", "28&14", "7&7", "14&14", "28&28"):
+        assert setting in md
+    assert "## Cost" in md and list(report.glob("*.png"))
+    data = json.loads((report / "results.json").read_text())
+    table = next(iter(data["datasets"].values()))
+    assert set(table["models"]) == {"phi_hr", "phi_mr_v1", "BTNet"}
+    assert table["gains"]["BTNet"]["28&7"]["cross_vs_hr"] is not None
+    assert sum(line.startswith("[run]") for line in lines) == 6  # 3 trainings + 3 evaluations
+
+    lines.clear()
+    run_demo(opts, echo=lines.append)  # re-run: nothing recomputed
+    assert not any(line.startswith("[run]") for line in lines)
+    assert sum(line.startswith("[cached]") for line in lines) == 6
+
+    lines.clear()
+    changed = demo_options(out=str(tmp_path / "demo"), **{**TINY, "branch_epochs": 2.0})
+    run_demo(changed, echo=lines.append)  # only BTNet and its evaluation depend on it
+    ran = sorted(line.split()[1] for line in lines if line.startswith("[run]"))
+    assert ran == ["btnet", "eval_BTNet"]
