@@ -167,7 +167,8 @@ def load_model(folder: str | Path) -> StoredModel:
         return StoredModel("backbone", trunk.eval(), data.get("meta", {}), classifier, None, folder)
     if data["kind"] != "btnet":
         raise ValueError(f"{folder}: unknown model kind {data['kind']!r}")
-    model = BTNet(trunk, data["resolutions"])
+    couplings = {int(r): int(info["coupling_unit"]) for r, info in data["paths"].items()}
+    model = BTNet(trunk, data["resolutions"], couplings=couplings)
     for key, info in data["paths"].items():
         r = int(key)
         if info.get("untied"):

@@ -61,6 +61,7 @@ class BTNet(nn.Module):
         trunk: Backbone,
         resolutions: Iterable[int] = (7, 14, 28),
         pretrained_branches: bool = True,
+        couplings: dict[int, int] | None = None,
     ):
         super().__init__()
         self.trunk = trunk
@@ -71,8 +72,9 @@ class BTNet(nn.Module):
         self.coupling: dict[int, int] = {}
         self.untied: set[int] = set()
         self._unit_sizes = trunk.unit_output_sizes()
+        couplings = couplings or {}
         for r in resolutions:
-            self.add_resolution(int(r), pretrained=pretrained_branches)
+            self.add_resolution(int(r), pretrained=pretrained_branches, unit=couplings.get(int(r)))
 
     # --- construction ------------------------------------------------------------------------
     @property
@@ -98,16 +100,29 @@ class BTNet(nn.Module):
             f"branches are possible for {self.available_resolutions()}"
         )
 
+    def coupling_candidates(self, r: int) -> list[int]:
+        """Every unit with an r x r output: where a branch for r can couple (Figure 7)."""
+        return [i for i, size in enumerate(self._unit_sizes) if size == r]
+
     def coupling_name(self, r: int) -> str:
         return self.trunk.unit_names[self.coupling[r]]
 
-    def add_resolution(self, r: int, pretrained: bool = True) -> None:
-        """Create branch r (copy of the trunk up to its coupling unit) and its own BatchNorms."""
+    def add_resolution(self, r: int, pretrained: bool = True, unit: int | None = None) -> None:
+        """Create branch r (copy of the trunk up to its coupling unit) and its own BatchNorms.
+
+        ``unit`` moves the coupling point deeper than the default (the first unit with an
+        r x r output) to any later unit whose output is still r x r.
+        """
         if r == self.canonical:
             raise ValueError(f"{r} is the canonical size: it is served by the trunk itself")
         if r in self.coupling:
             raise ValueError(f"resolution {r} already has a branch")
         k = self.coupling_unit(r)
+        if unit is not None:
+            if int(unit) not in self.coupling_candidates(r):
+                names = [self.trunk.unit_names[i] for i in self.coupling_candidates(r)]
+                raise ValueError(f"unit {unit} does not output {r}x{r}; units that do: {names}")
+            k = int(unit)
         body = self.trunk.truncated_copy(k)
         set_strides_to_one(body)
         if not pretrained:
@@ -126,10 +141,10 @@ class BTNet(nn.Module):
 
     def init_branch_from_trunk(self, r: int) -> None:
         """Reset branch r and its BatchNorms to copies of the current trunk."""
-        untied = r in self.untied
+        untied, unit = r in self.untied, self.coupling[r]
         del self.branches[_key(r)], self.overrides[_key(r)], self.coupling[r]
         self.untied.discard(r)
-        self.add_resolution(r, pretrained=True)
+        self.add_resolution(r, pretrained=True, unit=unit)
         if untied:
             self.untie(r)
 

@@ -99,6 +99,7 @@ class BranchConfig:
     distill_weight: float = 0.5  # lambda of the branch distillation MSE (0 disables)
     embed_distill_weight: float = 0.0  # optional embedding-level distillation
     separate_runs: bool = False  # one run per resolution instead of all in one
+    coupling_offset: int = 0  # couple k units deeper than the first r x r unit (Figure 7)
 
 
 @dataclass

@@ -318,6 +318,14 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
             f"the trunk {trunk.arch} at S={trunk.input_size} has no unit with a {bad[0]}x{bad[0]} "
             f"output, so no branch can couple there; branch.resolutions may use {possible}"
         )
+    probe = BTNet(trunk, ())
+    for r in resolutions:
+        units = probe.coupling_candidates(r)
+        if not 0 <= bc.coupling_offset < len(units):
+            raise ConfigError(
+                f"branch.coupling_offset={bc.coupling_offset}: the trunk has {len(units)} unit(s) "
+                f"with a {r}x{r} output, so the offset must be in [0, {len(units) - 1}]"
+            )
     weight = None
     if bc.bct:
         if stored_cls is None or "weight" not in stored_cls:
@@ -342,7 +350,9 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
 
     bc = cfg.branch
     trunk, weight, folder = check_branch_pairing(cfg, dataset, resolutions)
-    model = BTNet(trunk, resolutions, pretrained_branches=bc.pretrained)
+    probe = BTNet(trunk, ())
+    couplings = {r: probe.coupling_candidates(r)[bc.coupling_offset] for r in resolutions}
+    model = BTNet(trunk, resolutions, pretrained_branches=bc.pretrained, couplings=couplings)
     classifier = NormalizedClassifier(trunk.embedding_size, dataset.num_classes)
     if weight is not None:
         classifier.weight.data.copy_(weight)

@@ -205,3 +205,21 @@ def test_cost_matches_the_paper_for_iresnet50():
     assert abs(100 * by_r[7].branch_params / report.trunk_params - 48.9) < 0.1
     assert by_r[7].btnet_macs < by_r[14].btnet_macs < by_r[28].btnet_macs < report.trunk_macs
     assert "| 14 | layer3.0 |" in report.to_table()
+
+
+def test_coupling_can_move_deeper_and_is_stored(tmp_path):
+    trunk = tiny("iresnet34", 56)  # layer2 has 4 units with 14x14 outputs
+    default = BTNet(trunk, (14,))
+    assert [trunk.unit_names[i] for i in default.coupling_candidates(14)] == [
+        "layer2.0", "layer2.1", "layer2.2", "layer2.3"]
+    deep = BTNet(trunk, (14,), couplings={14: default.coupling_candidates(14)[2]}).eval()
+    assert deep.coupling_name(14) == "layer2.2"
+    assert sum(p.numel() for p in deep.branches["r14"].parameters()) > sum(
+        p.numel() for p in default.branches["r14"].parameters())
+    with pytest.raises(ValueError, match="does not output 14x14"):
+        BTNet(trunk, (14,), couplings={14: 0})
+    save_btnet(deep, tmp_path / "deep")
+    loaded = load_model(tmp_path / "deep").model
+    assert loaded.coupling_name(14) == "layer2.2"
+    x = torch.randn(2, 3, 14, 14)
+    assert torch.equal(loaded(x), deep(x))
