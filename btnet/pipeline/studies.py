@@ -347,10 +347,71 @@ def run_table2(opts: StudyOptions, echo=print) -> Path:
     return report_dir
 
 
+def run_figure7(opts: StudyOptions, echo=print) -> Path:
+    """Figure 7: accuracy and stored parameters as the coupling point moves deeper.
+
+    For each resolution r, one branch per unit with an r x r output (offset 0 is BTNet's
+    default, the first such unit; larger offsets couple deeper and store more).
+    """
+    from btnet.models import BTNet, build_backbone
+
+    study = Study(opts, echo)
+    trunk = study.trunk("mr_v1")
+    probe = BTNet(build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
+                                               if k != "arch"}), ())
+    rows, points = [], []
+    for r in opts.resolutions:
+        settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
+        for offset, unit in enumerate(probe.coupling_candidates(r)):
+            name = probe.trunk.unit_names[unit]
+            stage = study.branches(trunk, name=f"figure7_r{r}_{name}", resolutions=[r],
+                                   coupling_offset=offset)
+            label = f"r{r}@{name}"
+            res = study.results([study.evaluate(label, stage, settings)])
+            stored = _stored_params(stage, r)
+            accs = {x.setting: x.accuracy_mean for x in res}
+            rows.append([str(r), name, *_acc_cells(res, label, settings), f"{stored / 1e6:.3f}M"])
+            points.append({"r": r, "unit": name, "offset": offset, "stored_params": stored,
+                           "accuracy": accs})
+    report_dir = study.root / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _plot_figure7(points, opts.canonical, report_dir / "figure7.png")
+    body = (f"Branches on the phi_mr v1 trunk, coupled at every unit with an r x r output; "
+            f"data: {study.source.description}. Accuracy (%) mean ± std over 10 folds.\n\n"
+            + _md_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
+            + "\n\n![figure 7](figure7.png)")
+    return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)
+
+
+def _plot_figure7(points: list[dict], canonical: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in sorted({p["r"] for p in points}):
+        pts = [p for p in points if p["r"] == r]
+        xs = [p["stored_params"] / 1e6 for p in pts]
+        ys = [100 * p["accuracy"].get(f"{canonical}&{r}", float("nan")) for p in pts]
+        ax.plot(xs, ys, "o-", label=f"{canonical}&{r}")
+        for x, y, p in zip(xs, ys, pts):
+            ax.annotate(p["unit"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("stored parameters (M)")
+    ax.set_ylabel("verification accuracy (%)")
+    ax.set_title("Coupling point: deeper branches store more")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 STUDIES: dict[str, Callable[..., Path]] = {
     "table1": run_table1,
     "table2": run_table2,
     "table3": run_table3,
     "table4": run_table4,
     "trunks": run_trunks,
+    "figure7": run_figure7,
 }

@@ -77,3 +77,19 @@ def test_demo_pipeline_tiny_end_to_end_and_cached(tmp_path):
     run_demo(changed, echo=lines.append)  # only BTNet and its evaluation depend on it
     ran = sorted(line.split()[1] for line in lines if line.startswith("[run]"))
     assert ran == ["btnet", "eval_BTNet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", ["table3", "figure7"])
+def test_other_studies_run_tiny(tmp_path, study):
+    from btnet.pipeline.options import StudyOptions
+    from btnet.pipeline.studies import STUDIES
+
+    opts = StudyOptions(study=study, out=str(tmp_path / study), **{**TINY, "mm_epochs": 1.0})
+    report = STUDIES[study](opts, echo=lambda msg: None)
+    md = (report / "report.md").read_text()
+    if study == "table3":
+        for row in ("scratch", "+ pretrained init", "+ BCT", "+ fixed trunk", "+ branch distillation"):
+            assert row in md
+    else:
+        assert "layer1.0" in md and "layer1.1" in md and (report / "figure7.png").is_file()
