@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study", choices=sorted(STUDIES))
     r.add_argument("--data", default="builtin",
                    help="'builtin' or a data root with lfw/ and celeba/ (e.g. ../shared/data)")
+    r.add_argument("--cache", default="runs/cache",
+                   help="stage cache shared by studies, so table3 reuses table1's trunks "
+                   "(default runs/cache)")
     r.add_argument("--stages", help="comma-separated subset of stages to run: "
                    + ", ".join(STAGE_NAMES))
     _add_study_options(r)
@@ -86,6 +89,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     values = _overrides(args)
     values["study"] = args.study
     values["data"] = args.data
+    values["cache"] = args.cache
     if args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = sorted(set(stages) - set(STAGE_NAMES))

@@ -17,7 +17,8 @@ class StudyOptions:
     """Everything a study depends on; each stage hashes the part it uses into its cache key."""
 
     study: str = "table1"
-    out: str = ""  # study folder; default runs/<study>
+    out: str = ""  # study folder (its report/); default runs/<study>
+    cache: str = ""  # stage cache shared by studies; default: the study folder itself
     data: str = "builtin"  # "builtin" or a data root holding lfw/ and celeba/ (../shared/data)
     canonical: int = 56  # S: 56 on CPU (branches 7/14/28 stay meaningful), 112 on a GPU
     arch: str = "iresnet18"
@@ -48,6 +49,10 @@ class StudyOptions:
     @property
     def folder(self) -> Path:
         return Path(self.out or f"runs/{self.study}")
+
+    @property
+    def cache_folder(self) -> Path:
+        return Path(self.cache) if self.cache else self.folder
 
     def model_params(self) -> dict:
         return {"arch": self.arch, "input_size": self.canonical, "width": self.width,

@@ -24,8 +24,13 @@ class DataSource:
     def pair_set(self, opts: StudyOptions) -> PairSet:
         raise NotImplementedError
 
-    def cache_params(self, opts: StudyOptions) -> dict:
+    def train_params(self) -> dict:
+        """What training depends on (the evaluation set does not change a trained model)."""
         return {"source": self.name, "train": self.train_spec}
+
+    def cache_params(self, opts: StudyOptions) -> dict:
+        """What an evaluation depends on."""
+        return self.train_params()
 
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
         """A SurvFace-like open-set protocol over test identities (high-res gallery, probes

@@ -39,7 +39,7 @@ class Study:
         self.root = opts.folder
         self.root.mkdir(parents=True, exist_ok=True)
         self.echo = echo or (lambda msg: None)
-        self.cache = StageCache(self.root, on_event=self.echo)
+        self.cache = StageCache(opts.cache_folder, on_event=self.echo)
         self.source: DataSource = resolve_source(opts)
         self._pairset = None
         self.models: dict[str, StageResult] = {}
@@ -66,7 +66,7 @@ class Study:
         view = copy.deepcopy(cfg)
         for k in ("progress", "num_threads", "device", "log_every", "ckpt_every"):
             view["train"].pop(k, None)
-        view["data"]["source"] = self.source.cache_params(self.opts)
+        view["data"]["source"] = self.source.train_params()
         return view
 
     def train_stage(self, name: str, cfg: dict, deps: list[StageResult] = ()) -> StageResult:
