@@ -93,7 +93,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     # Check the gallery before spending time on embedding.
     gallery = Gallery.open_or_create(
         args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size,
-        model=str(Path(loaded.source).resolve()),
+        model=loaded.source if loaded.source.startswith("mm:") else str(Path(loaded.source).resolve()),
     )
     res = _embed_inputs(loaded, args.inputs, args)
     if not res.files:

@@ -353,7 +353,6 @@ class Gallery:
         }
         with _locked(self.folder):
             current = _read_manifest(self.folder)  # another process may have committed meanwhile
-            self.check_model(self.fingerprint, self.embedding_size)
             if current["fingerprint"] != self.fingerprint:
                 raise GalleryMismatchError(f"{self.folder}: gallery changed model while open")
             name = _shard_name(int(current["next_shard"]))

@@ -183,6 +183,17 @@ def _session(file: Path, threads: int | None) -> Any:
     return ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def _sha256(path: Path) -> str:
+    """Torch-free twin of ``btnet.deployment.fingerprint.file_sha256`` (that module needs torch)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def select_path(selector: dict, height: int, width: int) -> int:
     """The manifest's routing rule (same semantics as ``btnet.models.BranchSelector.select``)."""
     if height <= 0 or width <= 0:
@@ -271,9 +282,14 @@ class OnnxEncoder:
         missing = {int(p) for p in self.selector["paths"]} - set(self.files)
         if missing:
             raise ValueError(f"selector routes to {sorted(missing)}, which this export lacks")
-        for r, f in self.files.items():
+        for e in self.manifest["paths"]:
+            f = self.folder / e["file"]
             if not f.is_file():
-                raise FileNotFoundError(f"{self.folder}: graph for path {r} ({f.name}) is missing")
+                raise FileNotFoundError(f"{self.folder}: graph {e['file']} is missing")
+            if e.get("sha256") and _sha256(f) != e["sha256"]:
+                raise ValueError(
+                    f"{f}: checksum differs from {MANIFEST} (damaged or from another export)"
+                )
         self.threads = threads
         self._sessions: dict[int, Any] = {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -96,6 +97,13 @@ def test_selector_override_and_bad_export(tiny_onnx_dir, tmp_path):
         OnnxEncoder(tiny_onnx_dir, selector=BranchSelector.from_rule((7, 112), "min", "near"))
     with pytest.raises(FileNotFoundError, match="not a btnet ONNX export"):
         OnnxEncoder(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_onnx_dir, copy)
+    data = bytearray((copy / "path_r14.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "path_r14.onnx").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="path_r14.onnx: checksum"):
+        OnnxEncoder(copy)
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         OnnxEncoder(tmp_path)
