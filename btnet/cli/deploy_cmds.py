@@ -226,7 +226,7 @@ def _embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _gallery_options(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+def _gallery_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("gallery", help="gallery folder")
     p.add_argument("inputs", nargs="+", help="images, folders or list files (.txt)")
     p.add_argument("--model", help="stored model or ONNX export (default: the gallery's model)")

