@@ -59,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"btnet {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if args.verbose:
+            raise
+        print(
+            f"btnet {args.command}: error: {exc}; this feature needs an optional extra "
+            "(pip install 'btnet[onnx]', 'btnet[faiss]' or 'btnet[align]')",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -150,6 +150,11 @@ class MultiResolutionEncoder(_RoutedEncoder):
         self.name = name
         self._paths: dict[int, nn.Module] = {}
 
+    @property
+    def paths(self) -> tuple[int, ...]:
+        """Input resolutions served (branches and the canonical size)."""
+        return self.model.paths
+
     def with_selector(self, selector: BranchSelector) -> MultiResolutionEncoder:
         """The same model behind another policy (Table 2 compares nine of them)."""
         enc = MultiResolutionEncoder(self.model, selector, name=self.name, device=self.device)
