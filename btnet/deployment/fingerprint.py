@@ -14,18 +14,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from btnet.io.atomic import file_sha256
 from btnet.io.model_store import MODEL_JSON, read_model_json
 
 _EMBEDDING_KEYS = ("format", "kind", "backbone", "canonical", "resolutions", "paths")
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_fingerprint(folder: str | Path) -> str:

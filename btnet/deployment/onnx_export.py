@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from btnet.data.resolution import downsample, upsample
-from btnet.io.atomic import atomic_write_text
+from btnet.io.atomic import atomic_write_text, file_sha256
+from btnet.models.selection import BranchSelector
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def export_onnx(
     """Export every path of the stored model at ``model_dir``; returns the manifest path."""
     import torch
 
-    from btnet.deployment.fingerprint import file_sha256, model_fingerprint
+    from btnet.deployment.fingerprint import model_fingerprint
     from btnet.io.model_store import load_model
     from btnet.models import BranchSelector
 
@@ -183,36 +184,9 @@ def _session(file: Path, threads: int | None) -> Any:
     return ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _sha256(path: Path) -> str:
-    """Torch-free twin of ``btnet.deployment.fingerprint.file_sha256`` (that module needs torch)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def select_path(selector: dict, height: int, width: int) -> int:
-    """The manifest's routing rule (same semantics as ``btnet.models.BranchSelector.select``)."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"face size must be positive, got {width}x{height}")
-    ind = selector.get("indicator", "min")
-    if ind == "min":
-        v = float(min(height, width))
-    elif ind == "max":
-        v = float(max(height, width))
-    elif ind == "avg":
-        v = (height + width) / 2.0
-    else:
-        raise ValueError(f"unknown indicator {ind!r} in manifest")
-    paths = [int(p) for p in selector["paths"]]
-    chosen = paths[0]
-    for threshold, path in zip(selector["thresholds"], paths[1:]):
-        if v >= float(threshold):
-            chosen = path
-    return chosen
+    """The manifest's routing rule: ``BranchSelector.select`` (plain Python, no torch)."""
+    return BranchSelector.from_dict(selector).select(height, width)
 
 
 def fit_to_numpy(img: np.ndarray, size: int) -> np.ndarray:
@@ -286,7 +260,7 @@ class OnnxEncoder:
             f = self.folder / e["file"]
             if not f.is_file():
                 raise FileNotFoundError(f"{self.folder}: graph {e['file']} is missing")
-            if e.get("sha256") and _sha256(f) != e["sha256"]:
+            if e.get("sha256") and file_sha256(f) != e["sha256"]:
                 raise ValueError(
                     f"{f}: checksum differs from {MANIFEST} (damaged or from another export)"
                 )
