@@ -35,6 +35,7 @@ class StageResult:
     outputs: dict[str, Any]
     cached: bool
     seconds: float
+    label: str = ""  # display name (stages with equal inputs share a folder, not a label)
 
 
 @dataclass
@@ -77,17 +78,23 @@ class StageCache:
         params: dict[str, Any],
         fn: Callable[[Path], dict[str, Any]],
         deps: Sequence[StageResult] = (),
+        label: str | None = None,
     ) -> StageResult:
-        """Return the cached result of this stage, or run ``fn(stage_dir)`` and record it."""
+        """Return the cached result of this stage, or run ``fn(stage_dir)`` and record it.
+
+        ``name`` and ``params`` decide identity; ``label`` only names it in messages.
+        """
+        label = label or name
         found = self.lookup(name, params, deps)
         if found is not None:
-            self._emit(f"[cached] {name} ({found.dir.name})")
+            found.label = label
+            self._emit(f"[cached] {label} ({found.dir.name})")
             self.history.append(found)
             return found
         key = self.key(name, params, deps)
         folder = self.stage_dir(name, key)
         folder.mkdir(parents=True, exist_ok=True)
-        self._emit(f"[run] {name} ({folder.name})")
+        self._emit(f"[run] {label} ({folder.name})")
         start = time.perf_counter()
         outputs = fn(folder)
         seconds = time.perf_counter() - start
@@ -101,14 +108,15 @@ class StageCache:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         atomic_write_text(folder / STAGE_JSON, json.dumps(record, indent=2, default=str) + "\n")
-        result = StageResult(name, key, folder, outputs, False, seconds)
+        result = StageResult(name, key, folder, outputs, False, seconds, label)
         self.history.append(result)
-        self._emit(f"[done] {name} in {seconds:.1f}s")
+        self._emit(f"[done] {label} in {seconds:.1f}s")
         return result
 
     def summary(self) -> list[dict[str, Any]]:
         return [
-            {"stage": r.name, "key": r.key, "cached": r.cached, "seconds": round(r.seconds, 1)}
+            {"stage": r.label or r.name, "folder": r.dir.name, "cached": r.cached,
+             "seconds": round(r.seconds, 1)}
             for r in self.history
         ]
 

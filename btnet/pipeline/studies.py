@@ -62,8 +62,10 @@ class Study:
         return _merge(base, extra)
 
     def _cache_view(self, cfg: dict) -> dict:
-        """What of a training config decides its result (not progress bars or threads)."""
+        """What of a training config decides its result (not its name, progress or threads),
+        so equal trainings in different studies share one stage."""
         view = copy.deepcopy(cfg)
+        view.pop("name", None)
         for k in ("progress", "num_threads", "device", "log_every", "ckpt_every"):
             view["train"].pop(k, None)
         view["data"]["source"] = self.source.train_params()
@@ -78,7 +80,7 @@ class Study:
                 str(r): str(p.model_path) for r, p in result.parts.items()},
                 "steps": result.steps, "metrics": result.metrics}
 
-        return self.cache.run(name, self._cache_view(cfg), run, deps)
+        return self.cache.run(f"train_{cfg['recipe']}", self._cache_view(cfg), run, deps, label=name)
 
     def trunk(self, sampler: str) -> StageResult:
         name = f"trunk_{sampler}"
@@ -94,6 +96,13 @@ class Study:
         cfg = self._train_config("branch", name, self.opts.branch_epochs,
                                  loss or self.opts.branch_loss, {"branch": branch})
         return self.train_stage(name, cfg, [trunk])
+
+    def mm_models(self) -> StageResult:
+        """phi_mm over all resolutions: one cached stage per r (Table 3 reuses r = 14)."""
+        parts = [self.mm([r], name=f"mm_r{r}") for r in self.opts.resolutions]
+        merged = {r: p for part in parts for r, p in part.outputs["parts"].items()}
+        key = self.cache.key("mm", {}, parts)
+        return StageResult("mm", key, parts[0].dir, {"parts": merged}, True, 0.0, "phi_mm")
 
     def mm(self, resolutions: list[int] | None = None, name: str = "mm") -> StageResult:
         """phi_mm: one model per resolution, from scratch (also Table 3's 'scratch' row)."""
@@ -120,7 +129,7 @@ class Study:
         o = self.opts
         chosen = (parse_settings(settings, o.canonical) if settings
                   else default_settings(o.canonical, o.resolutions))
-        params = {"label": label, "settings": [s.name for s in chosen], "flip": o.flip,
+        params = {"settings": [s.name for s in chosen], "flip": o.flip,
                   "data": self.source.cache_params(o)}
 
         def run(folder: Path) -> dict[str, Any]:
@@ -134,14 +143,18 @@ class Study:
             (folder / "results.json").write_text(json.dumps(data, indent=1))
             return {"results": str(folder / "results.json")}
 
-        return self.cache.run(f"eval_{label}", params, run, [stage])
+        result = self.cache.run("eval", params, run, [stage], label=f"eval_{label}")
+        result.label = label
+        return result
 
     def results(self, evals: list[StageResult]):
+        """Cached verification results, named by the label each evaluation was asked under."""
         from btnet.evaluation.verification import VerificationResult
 
         out = []
         for ev in evals:
             for d in json.loads(Path(ev.outputs["results"]).read_text()):
+                d["model"] = ev.label or d["model"]
                 out.append(VerificationResult(**d))
         return out
 
@@ -169,7 +182,7 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
         if (f"phi_mr_{v}" in wanted or (v == "v1" and "BTNet" in wanted)) and opts.wants(f"trunk_mr_{v}"):
             stages[f"phi_mr_{v}"] = study.trunk(f"mr_{v}")
     if "phi_mm" in wanted and opts.wants("mm"):
-        stages["phi_mm"] = study.mm()
+        stages["phi_mm"] = study.mm_models()
     if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
         stages["BTNet"] = study.branches(stages["phi_mr_v1"])
     for label in wanted:
@@ -252,7 +265,7 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
     results, rows = [], []
     for i, (label, switches) in enumerate(TABLE3_ROWS):
         if switches is None:
-            stage = study.mm([r], name=f"table3_scratch_r{r}")
+            stage = study.mm([r], name=f"mm_r{r}")
         else:
             stage = study.branches(trunk, name=f"table3_row{i}_r{r}", resolutions=[r], **switches)
         ev = study.evaluate(label, stage, settings)
