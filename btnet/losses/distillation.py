@@ -12,17 +12,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from btnet.losses.precision import at_least_fp32
+
 
 def branch_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between feature maps (N x C x r x r), computed in float32."""
+    """Mean squared error between feature maps (N x C x r x r), computed in at least float32."""
     if student.shape != teacher.shape:
         raise ValueError(
             f"branch output {tuple(student.shape)} and trunk coupling feature "
             f"{tuple(teacher.shape)} differ; the branch does not couple into this trunk"
         )
-    return F.mse_loss(student.float(), teacher.detach().float())
+    return F.mse_loss(at_least_fp32(student), at_least_fp32(teacher.detach()))
 
 
 def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """``1 - cos`` between embeddings, averaged: recognition compares directions, not norms."""
-    return (1.0 - F.cosine_similarity(student.float(), teacher.detach().float(), dim=1)).mean()
+    return (1.0 - F.cosine_similarity(at_least_fp32(student), at_least_fp32(teacher.detach()),
+                                      dim=1)).mean()

@@ -4,7 +4,7 @@ Every loss here sees only cosines: :class:`NormalizedClassifier` L2-normalises b
 and the class weights, so the logits are cos(theta) in [-1, 1]. The margin functions then bend
 the target-class cosine and scale everything by ``s`` before a plain cross-entropy.
 
-Numerics: the cosines are computed and bent in float32 even under autocast, clamped to [-1, 1],
+Numerics: the cosines are computed and bent in at least float32 even under autocast, clamped to [-1, 1],
 and sin(theta) = sqrt(max(1 - cos^2, eps)) so the gradient of the square root stays finite at
 cos = +-1 (the classic NaN of ArcFace in fp16). The fall-back branch ``cos - m sin(m)`` keeps
 cos(theta + m) monotonic once theta + m passes pi, as in the insightface implementations.
@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from btnet.losses.precision import at_least_fp32
 
 _SIN_EPS = 1e-6
 
@@ -34,8 +36,8 @@ class NormalizedClassifier(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         # Leave autocast: normalising fp16 vectors of size 512 loses the precision the margin needs.
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            feats = F.normalize(embeddings.float(), dim=1)
-            weight = F.normalize(self.weight.float(), dim=1)
+            feats = F.normalize(at_least_fp32(embeddings), dim=1)
+            weight = F.normalize(at_least_fp32(self.weight), dim=1)
             return F.linear(feats, weight).clamp(-1.0, 1.0)
 
 
@@ -77,7 +79,7 @@ class CosFace(MarginLoss):
         super().__init__(s, m)
 
     def logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = cos.float().clamp(-1.0, 1.0)
+        cos = at_least_fp32(cos).clamp(-1.0, 1.0)
         onehot = F.one_hot(labels, cos.shape[1]).to(cos.dtype)
         return self.s * (cos - self.m * onehot)
 
@@ -104,7 +106,7 @@ class ArcFace(MarginLoss):
         return torch.where(target > self.threshold, bent, target - self.fallback)
 
     def logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = cos.float().clamp(-1.0, 1.0)
+        cos = at_least_fp32(cos).clamp(-1.0, 1.0)
         target = self.target_logit(_target_cos(cos, labels))
         out = cos.scatter(1, labels.view(-1, 1), target.view(-1, 1))
         return self.s * out
@@ -129,15 +131,15 @@ class CurricularFace(ArcFace):
 
     @torch.no_grad()
     def _update_t(self, target: torch.Tensor) -> None:
-        total = torch.stack([target.detach().float().sum(), target.new_tensor(target.numel())])
-        total = total.float()
+        target = at_least_fp32(target.detach())
+        total = torch.stack([target.sum(), target.new_tensor(target.numel())])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(total)
         mean = total[0] / total[1].clamp_min(1.0)
         self.t.mul_(1.0 - self.momentum).add_(self.momentum * mean.to(self.t.dtype))
 
     def logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = cos.float().clamp(-1.0, 1.0)
+        cos = at_least_fp32(cos).clamp(-1.0, 1.0)
         target = _target_cos(cos, labels)
         bent = self.bent(target)
         final = self.target_logit(target, bent)

@@ -79,6 +79,7 @@ class TrainConfig:
     batch_size: int = 128  # global: summed over processes and accumulation micro-batches
     accum_steps: int = 1  # gradient accumulation micro-batches per optimiser step
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU), off, fp16, bf16
+    dtype: str = "float32"  # weights/activations; float64 for exactness checks (saved as float32)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -248,6 +249,11 @@ def validate(cfg: Config) -> Config:
     cfg.train.amp = {"false": "off", "no": "off", "true": "auto", "on": "auto"}.get(amp, amp)
     if cfg.train.amp not in ("auto", "off", "fp16", "bf16"):
         raise ConfigError(f"train.amp must be auto, off, fp16 or bf16, not {cfg.train.amp!r}")
+    if cfg.train.dtype not in ("float32", "float64"):
+        raise ConfigError(f"train.dtype must be float32 or float64, not {cfg.train.dtype!r}")
+    if cfg.train.dtype == "float64" and cfg.train.amp in ("fp16", "bf16"):
+        raise ConfigError(f"train.dtype=float64 and train.amp={cfg.train.amp} contradict; "
+                          "set train.amp=off")
     if cfg.optim.name not in ("sgd", "adamw"):
         raise ConfigError(f"optim.name must be sgd or adamw, not {cfg.optim.name!r}")
     if cfg.schedule.name not in ("poly", "cosine", "constant"):

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from btnet.losses.precision import at_least_fp32
+
 
 @dataclass
 class DistContext:
@@ -167,8 +169,8 @@ class _GlobalBatchNormMixin:
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         shape = [1, channels] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = torch.tensor([x.numel() / channels], dtype=torch.float32, device=x.device)
+        xf = at_least_fp32(x)
+        count = torch.tensor([x.numel() / channels], dtype=xf.dtype, device=x.device)
         totals = all_reduce(torch.cat([xf.sum(dims), count]))
         n = totals[channels]
         mean = totals[:channels] / n

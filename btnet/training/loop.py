@@ -74,21 +74,23 @@ class _StepDataset(torch.utils.data.Dataset):
         return out
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device,
+               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """uint8 NHWC images -> float NCHW in [-1, 1] on the device (the insightface convention)."""
     out = {}
     nb = device.type == "cuda"
     for k, v in batch.items():
         v = v.to(device, non_blocking=nb)
         if k.startswith("x"):
-            v = v.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+            v = v.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0).contiguous()
         out[k] = v
     return out
 
 
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+def amp_dtype(setting: str, device: torch.device, dtype: torch.dtype = torch.float32
+              ) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on this device (None: full precision)."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+    if setting == "off" or (setting == "auto" and (device.type != "cuda" or dtype != torch.float32)):
         return None
     if setting in ("auto", "fp16"):
         if device.type != "cuda":
@@ -125,14 +127,18 @@ class Trainer:
         self.device = ctx.device
         self.verifier = verifier
         t = cfg.train
-        self.task = recipe.task.to(self.device)
+        # float64 (train.dtype) exists for exactness checks: float32 rounding differences (e.g.
+        # a different summation order in a multi-process BatchNorm) can flip the side of a
+        # PReLU kink for an activation within ~1e-7 of 0 and so change a gradient by O(1).
+        self.dtype = getattr(torch, t.dtype)
+        self.task = recipe.task.to(self.device, self.dtype)
         if ctx.distributed and cfg.model.sync_bn:
             use_global_batchnorm(self.task)
         self.params = [p for p in self.task.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError(f"recipe {recipe.name}: nothing to train (every parameter is frozen)")
         self.optimizer = build_optimizer(cfg, self.params)
-        self.amp = amp_dtype(t.amp, self.device)
+        self.amp = amp_dtype(t.amp, self.device, self.dtype)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp == torch.float16 and self.device.type == "cuda"
         )
@@ -205,7 +211,7 @@ class Trainer:
             )
             acc: list[dict[str, torch.Tensor]] = []
             for mb in loader:
-                acc.append(_to_device(mb, self.device))
+                acc.append(_to_device(mb, self.device, self.dtype))
                 if len(acc) == self.sampler.accum_steps:
                     yield step, acc
                     acc = []
@@ -250,11 +256,18 @@ class Trainer:
         metrics: dict = {}
         if self.verifier is not None and self.ctx.is_main:
             was = self.task.training
+            # Encoders feed float32; a float64 run is evaluated on a float32 copy, then restored.
+            exact = ({k: v.clone() for k, v in self.task.state_dict().items()}
+                     if self.dtype != torch.float32 else None)
             try:
+                if exact is not None:
+                    self.task.float()
                 metrics = self.verifier(self.recipe, self.step)
             finally:
                 self.task.train(was)
-                self.task.to(self.device)
+                self.task.to(self.device, self.dtype)
+                if exact is not None:
+                    self.task.load_state_dict(exact)
             if metrics:
                 self.logger.write({"kind": "eval", "step": self.step, **metrics})
         barrier(self.ctx)
@@ -310,6 +323,7 @@ class Trainer:
         self.logger.close()
         if self.ctx.distributed and self.cfg.model.sync_bn:
             restore_batchnorm(self.task)
+        self.task.float()  # stored models are float32 whatever train.dtype was
         return LoopResult(self.step, last, evals)
 
 

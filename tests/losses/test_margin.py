@@ -124,3 +124,25 @@ def test_distillation_terms():
     e = torch.randn(3, 8)
     assert embedding_distillation(e, 5 * e).item() == pytest.approx(0.0, abs=1e-6)
     assert embedding_distillation(e, -e).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "curricularface"])
+def test_float64_stays_float64_and_half_is_promoted(name):
+    # float64 runs (train.dtype) are for exactness checks: no silent float32 rounding inside.
+    torch.manual_seed(0)
+    head = MarginHead(8, 5, build_margin_loss(name, s=16.0)).double()
+    emb = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    cos = head.classifier(emb)
+    assert cos.dtype == torch.float64
+    assert head.loss.logits(cos, labels).dtype == torch.float64
+    head(emb, labels).backward()
+    assert emb.grad.dtype == torch.float64
+    if name == "curricularface":
+        assert head.loss.t.dtype == torch.float64 and head.loss.t.item() != 0.0
+    half = head.loss.logits(cos.detach().to(torch.bfloat16), labels)
+    assert half.dtype == torch.float32
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert branch_distillation(x, x + 1).dtype == torch.float64
+    assert embedding_distillation(x.flatten(1), x.flatten(1)).dtype == torch.float64
+    assert branch_distillation(x.half(), x.half()).dtype == torch.float32
