@@ -29,6 +29,7 @@ from btnet.losses import MarginHead, branch_distillation, build_margin_loss, emb
 from btnet.models import BTNet, build_backbone
 from btnet.models.backbone import Backbone
 from btnet.training.config import Config, ConfigError
+from btnet.training.specs import with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,11 @@ def open_training_set(spec: str, canonical: int):
     Built-in faces (``builtin[:split][,ids=..,per_id=..,seed=..]``) are rendered at the
     canonical size unless the spec names a ``size``.
     """
+    from btnet.data.synthetic import is_builtin_spec
     from btnet.data.training_sets import open_training_set as _open
 
-    if spec.startswith("builtin") and "size=" not in spec:
-        spec = f"{spec}{',' if ':' in spec else ':'}size={canonical}"
+    if is_builtin_spec(spec):
+        spec = with_defaults(spec, size=canonical)
     return _open(spec)
 
 

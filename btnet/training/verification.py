@@ -12,27 +12,45 @@ from collections.abc import Callable
 
 from btnet.data.base import PairSet
 from btnet.training.config import Config, ConfigError
+from btnet.training.specs import with_defaults
 
 log = logging.getLogger(__name__)
 
+
 def builtin_pairs(spec: str, size: int) -> PairSet:
     """``builtin[:ids=..,per_id=..,seed=..,pairs=..,folds=..]``: pairs over built-in *test*
-    identities (never those of a built-in training set), fixed by seed."""
+    identities (never those of a built-in training set), fixed by seed. Generator keys are
+    those of :func:`btnet.data.synthetic.parse_builtin_spec`; ``pairs``/``folds`` are the
+    protocol's."""
+    from btnet.data.synthetic import BUILTIN_TEST_OFFSET, parse_builtin_spec
     from btnet.data.synthetic import builtin_pairs as make_pairs
 
-    opts = {"ids": 20, "per_id": 4, "seed": 1, "pairs": 200, "folds": 10}
-    _, _, rest = spec.partition(":")
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in opts:
-            raise ConfigError(f"builtin pair-set option {key!r} unknown; use {', '.join(opts)}")
-        opts[key] = int(value)
-    return make_pairs(opts["ids"], opts["per_id"], opts["pairs"], size=size, seed=opts["seed"],
-                      folds=opts["folds"])
+    protocol = {"pairs": 200, "folds": 10}
+    rest = []
+    for token in filter(None, spec[len("builtin"):].lstrip(":").split(",")):
+        key, eq, value = (t.strip() for t in token.partition("="))
+        if eq and key in protocol:
+            protocol[key] = int(value)
+        else:
+            rest.append(token)
+    spec_rest = "builtin:" + ",".join(rest) if rest else "builtin"
+    try:
+        kw = parse_builtin_spec(with_defaults(spec_rest, "test", ids=20, per_id=4, seed=1,
+                                              size=size))
+    except ValueError as e:
+        raise ConfigError(f"eval set {spec!r}: {e} (pair-set keys: pairs, folds)") from None
+    if kw["identity_offset"] < BUILTIN_TEST_OFFSET:
+        raise ConfigError(f"eval set {spec!r}: evaluation identities must be the built-in test "
+                          f"ones (offset >= {BUILTIN_TEST_OFFSET}), never training identities")
+    kw.pop("name")
+    return make_pairs(kw.pop("num_identities"), kw.pop("images_per_identity"),
+                      protocol["pairs"], folds=protocol["folds"], **kw)
 
 
 def open_eval_set(spec: str, size: int) -> PairSet:
-    if spec.startswith("builtin"):
+    from btnet.data.synthetic import is_builtin_spec
+
+    if is_builtin_spec(spec):
         return builtin_pairs(spec, size)
     from btnet.data.verification import open_pair_set
 

@@ -55,6 +55,28 @@ def test_wrong_key_lists_valid_keys(tmp_path):
         load_config(None, ["recipe=branch"])
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="train.dtype"):
+        load_config(None, ["train.dtype=float16"])
+    with pytest.raises(ConfigError, match="contradict"):
+        load_config(None, ["train.dtype=float64", "train.amp=bf16"])
+
+
+def test_builtin_specs_get_training_defaults_the_spec_can_override():
+    from btnet.training.recipes import open_training_set
+    from btnet.training.specs import with_defaults
+    from btnet.training.verification import builtin_pairs
+
+    assert with_defaults("builtin", size=28) == "builtin:size=28"
+    assert with_defaults("builtin:ids=8", "test", size=28) == "builtin:test,size=28,ids=8"
+    assert open_training_set("builtin:ids=3,per_id=2", 28)[0][0].shape == (28, 28, 3)
+    assert open_training_set("builtin:ids=3,per_id=2,size=20", 28)[0][0].shape == (20, 20, 3)
+    pairs = builtin_pairs("builtin:ids=4,per_id=3,pairs=8,folds=2,seed=5", 24)
+    assert len(pairs.issame) == 8 and pairs.images[0].shape == (24, 24, 3)
+    assert pairs.images.dataset.identity_offset >= 100_000  # never training identities
+    for bad, match in [("builtin:train", "test ones"), ("builtin:offset=0", "test ones"),
+                       ("builtin:pairs=8,colour=1", "unknown key")]:
+        with pytest.raises(ConfigError, match=match):
+            builtin_pairs(bad, 24)
 
 
 def test_schedules():
