@@ -70,6 +70,9 @@ _HAIR_PALETTE = np.array(
 _IRIS_PALETTE = np.array(
     [[70, 45, 25], [40, 28, 20], [70, 110, 160], [80, 120, 80], [120, 120, 125],
      [110, 85, 45], [50, 80, 120], [95, 60, 30]], dtype=np.float32)
+# Face zones with their own fine texture: forehead, cheeks, nose, chin (x, y, spread).
+_TEXTURE_ZONES = ((56.0, 32.0, 12.0), (34.0, 72.0, 10.0), (78.0, 72.0, 10.0),
+                  (56.0, 66.0, 8.0), (56.0, 102.0, 10.0))
 _SKIN_LIGHT = np.array([238, 205, 180], dtype=np.float32)
 _SKIN_DARK = np.array([92, 60, 44], dtype=np.float32)
 
@@ -132,7 +135,7 @@ class IdentityParams:
     freckles: np.ndarray  # (n, 4): x, y, radius, darkness (112 coords)
     moles: np.ndarray  # (m, 4)
     wrinkles: np.ndarray  # (w, 7): x, y, half-length, angle, curvature, width, darkness
-    texture: np.ndarray  # (k, 4): fx, fy (cycles per 112-px), phase, amplitude
+    texture: np.ndarray  # (zones, 4): fx, fy (cycles per 112 px), phase, amplitude
 
 
 def _family_coarse(seed: int, family: int) -> np.ndarray:
@@ -153,7 +156,7 @@ def _points_in_face(rng: np.random.Generator, n: int, c: dict[str, float]) -> np
 
 
 def make_identity(
-    seed: int, index: int, families: int = 12, coarse_jitter: float = 0.3
+    seed: int, index: int, families: int = 8, coarse_jitter: float = 0.15
 ) -> IdentityParams:
     """Draw identity ``index`` (a global index; train/test offsets are already added)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TAG_IDENTITY, index]))
@@ -168,13 +171,13 @@ def make_identity(
     lips = skin * np.array([0.82, 0.55, 0.55]) + c["lip_red"] * np.array([30.0, 0.0, 5.0])
     iris = _IRIS_PALETTE[int(rng.integers(len(_IRIS_PALETTE)))] * rng.uniform(0.75, 1.25)
 
-    n = int(rng.integers(18, 46))
+    n = int(rng.integers(15, 41))
     fr = np.column_stack(
-        [_points_in_face(rng, n, c), rng.uniform(0.6, 1.4, n), rng.uniform(0.15, 0.4, n)]
+        [_points_in_face(rng, n, c), rng.uniform(0.9, 1.8, n), rng.uniform(0.25, 0.5, n)]
     )
     m = int(rng.integers(1, 4))
     mo = np.column_stack(
-        [_points_in_face(rng, m, c), rng.uniform(1.3, 2.3, m), rng.uniform(0.45, 0.7, m)]
+        [_points_in_face(rng, m, c), rng.uniform(1.8, 2.6, m), rng.uniform(0.5, 0.7, m)]
     )
     w = int(rng.integers(3, 8))
     wr = np.column_stack(
@@ -183,16 +186,19 @@ def make_identity(
             rng.uniform(3.0, 9.0, w),
             rng.uniform(0, np.pi, w),
             rng.uniform(-0.08, 0.08, w),
-            rng.uniform(0.5, 0.9, w),
-            rng.uniform(0.15, 0.3, w),
+            rng.uniform(0.9, 1.4, w),
+            rng.uniform(0.2, 0.35, w),
         ]
     )
-    k = 10
-    freq = rng.uniform(20.0, 38.0, k)  # 3-5.6 px wavelength on a 112 face
+    # One oriented skin texture per face zone: local statistics (orientation, scale, contrast)
+    # that a network can learn to compare, pose-robust because zones are large, and gone
+    # below ~28 px because the wavelength is 4-7 px on a 112 face.
+    k = len(_TEXTURE_ZONES)
+    freq = rng.uniform(16.0, 28.0, k)
     ang = rng.uniform(0, np.pi, k)
     tex = np.column_stack(
         [freq * np.cos(ang), freq * np.sin(ang), rng.uniform(0, 2 * np.pi, k),
-         rng.uniform(0.015, 0.035, k)]
+         rng.uniform(0.06, 0.14, k)]
     )
     return IdentityParams(
         index=index, family=family, coarse=c, skin=skin.astype(np.float32),
@@ -296,8 +302,11 @@ def _render_identity_layer(p: IdentityParams, g: _Grid) -> np.ndarray:
     shade = 1.0 - 0.22 * np.clip(q, 0, 1.2) ** 4
     shade = np.where(face_cov > 0, shade, 0.8 - 0.1 * (neck_cov > 0))
     tex = np.zeros_like(x)
-    for fx, fy, ph, amp in p.texture:
-        tex += amp * np.cos((2 * np.pi / _REF) * (fx * x + fy * y) + ph)
+    weights = [np.exp(-((x - zx) ** 2 + (y - zy) ** 2) / (2 * zs**2)) for zx, zy, zs in
+               _TEXTURE_ZONES]
+    norm = np.maximum(sum(weights), 1e-3)
+    for (fx, fy, ph, amp), wz in zip(p.texture, weights):
+        tex += (amp * wz / norm) * np.cos((2 * np.pi / _REF) * (fx * x + fy * y) + ph)
     rgb = (p.skin[None, None, :] * (shade * (1.0 + tex))[..., None]).astype(np.float32)
 
     # Fine identity marks.
@@ -432,8 +441,8 @@ class SyntheticFaces:
         seed: int = 0,
         identity_offset: int = 0,
         variation: float = 1.0,
-        families: int = 12,
-        coarse_jitter: float = 0.3,
+        families: int = 8,
+        coarse_jitter: float = 0.15,
         cache_size: int = 1024,
         name: str | None = None,
     ):
@@ -586,13 +595,13 @@ class SyntheticFaces:
         out += bg
 
         # Lighting: directional with a rounded-face falloff, overall gain and a colour cast.
-        strength = 0.45 * u[23] * v
+        strength = 0.6 * u[23] * v
         ang = 2 * np.pi * u[24]
         lx = np.tanh(f32(2.5) * (xn - f32(2 * tx / R)))
         field = (float(strength * np.cos(ang)) * lx)[None, :] + (
             float(0.6 * strength * np.sin(ang)) * xn + 1
         )[:, None]
-        colour = np.exp(0.15 * v * z(25) + 0.06 * v * np.array([z(27), z(29), z(31)]))
+        colour = np.exp(0.3 * v * z(25) + 0.1 * v * np.array([z(27), z(29), z(31)]))
         out *= field[..., None] * colour.astype(f32)
 
         # Occlusion: a glasses-like bar over the eyes, a random patch, or a chin/hand blob.
@@ -615,7 +624,7 @@ class SyntheticFaces:
                 out[m] = occ_col
 
         # Focus blur (sometimes): a separable 3-tap Gaussian, sigma 0.3-0.8 px at 112.
-        if u[32] < 0.4 * v:
+        if u[32] < 0.25 * v:
             sigma = (0.3 + 0.5 * u[1]) * k
             wt = f32(min(sigma * sigma / 2, 1 / 3))
             for axis in (0, 1):
@@ -624,7 +633,7 @@ class SyntheticFaces:
                 out = out * (1 - 2 * wt) + (lo + hi) * wt
 
         # Sensor noise, always on at a random level (1-6 grey levels).
-        sigma = (1.0 + 5.0 * u[17]) * v
+        sigma = (0.5 + 3.0 * u[17]) * v
         if sigma > 0:
             bank = self._noise_bank()
             oy, ox = int(u[3] * R), int(u[5] * R)
