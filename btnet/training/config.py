@@ -87,6 +87,7 @@ class TrainConfig:
     ckpt_every: int = 500  # optimiser steps between checkpoints (0: only at the end)
     progress: bool = True  # tqdm progress bar on rank 0
     tensorboard: bool = False  # also write TensorBoard scalars (if installed)
+    channels_last: bool = True  # NHWC activations: oneDNN's conv backward is 2-3x faster on CPU
 
 
 @dataclass

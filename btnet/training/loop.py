@@ -75,14 +75,21 @@ class _StepDataset(torch.utils.data.Dataset):
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device,
-               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """uint8 NHWC images -> float NCHW in [-1, 1] on the device (the insightface convention)."""
+               dtype: torch.dtype = torch.float32, channels_last: bool = False
+               ) -> dict[str, torch.Tensor]:
+    """uint8 NHWC images -> float NCHW in [-1, 1] on the device (the insightface convention).
+
+    With ``channels_last`` the tensors keep NHWC strides (what the permuted uint8 batch already
+    has), which the convolutions of a channels-last model consume without a copy.
+    """
     out = {}
     nb = device.type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for k, v in batch.items():
         v = v.to(device, non_blocking=nb)
         if k.startswith("x"):
-            v = v.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0).contiguous()
+            v = v.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+            v = v.contiguous(memory_format=fmt)
         out[k] = v
     return out
 
@@ -132,6 +139,12 @@ class Trainer:
         # PReLU kink for an activation within ~1e-7 of 0 and so change a gradient by O(1).
         self.dtype = getattr(torch, t.dtype)
         self.task = recipe.task.to(self.device, self.dtype)
+        # Weights and gradients decay towards denormal floats late in training, which x86 CPUs
+        # process ~10x slower (measured here: 200 -> 70 img/s within 30 steps); flush them.
+        torch.set_flush_denormal(True)
+        self.channels_last = bool(t.channels_last)
+        if self.channels_last:
+            self.task = self.task.to(memory_format=torch.channels_last)
         if ctx.distributed and cfg.model.sync_bn:
             use_global_batchnorm(self.task)
         self.params = [p for p in self.task.parameters() if p.requires_grad]
@@ -211,7 +224,7 @@ class Trainer:
             )
             acc: list[dict[str, torch.Tensor]] = []
             for mb in loader:
-                acc.append(_to_device(mb, self.device, self.dtype))
+                acc.append(_to_device(mb, self.device, self.dtype, self.channels_last))
                 if len(acc) == self.sampler.accum_steps:
                     yield step, acc
                     acc = []
