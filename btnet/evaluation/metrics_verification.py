@@ -7,12 +7,15 @@ not depend on the order of equal scores.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 DEFAULT_FARS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+
+log = logging.getLogger(__name__)
 
 
 def trapezoid_area(x: np.ndarray, y: np.ndarray) -> float:
@@ -102,6 +105,12 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, n_folds: int = 10) ->
     s, y = _check(scores, issame)
     folds = contiguous_folds(len(s), n_folds)
     accs, thrs = [], []
+    single = [i for i, f in enumerate(folds) if len(set(y[f].tolist())) < 2]
+    if single:
+        log.warning(
+            "%d of %d contiguous folds hold only one class (e.g. LFW View-1 files list all "
+            "genuine pairs first); accuracy per fold then says little: interleave the pairs or "
+            "use a 10-fold file such as pairs.txt", len(single), len(folds))
     for test_idx in folds:
         train = np.ones(len(s), dtype=bool)
         train[test_idx] = False
