@@ -195,22 +195,49 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
                               r="phi_mm" if "phi_mm" in stages else None)
     written = write_verification_report(results, report_dir, baselines, opts.canonical,
                                         title=f"Table 1 ({study.source.description})")
-    cost = _cost_section(study, stages.get("BTNet"))
+    cost = _cost_section(study, stages.get("BTNet"), results)
     study.write_summary(report_dir, {"seconds": time.perf_counter() - start, "cost": cost})
     echo(f"report: {written['markdown']}")
     return report_dir
 
 
-def _cost_section(study: Study, btnet_stage: StageResult | None) -> dict | None:
+def _cost_section(study: Study, btnet_stage: StageResult | None, results=()) -> dict | None:
+    """Cost table plus Figures 5 and 6: accuracy at S&r against MACs and stored parameters."""
     if btnet_stage is None:
         return None
+    from btnet.evaluation.plots import CostPoint, plot_cost
     from btnet.io.model_store import load_model
     from btnet.models.cost import cost_report
 
     report = cost_report(load_model(btnet_stage.outputs["model"]).model)
     folder = study.root / "report"
+    acc = {(r.model, r.setting): 100 * r.accuracy_mean for r in results}
+    macs, params = [], []
+    for p in report.paths[:-1]:  # the low resolutions
+        setting = f"{report.canonical}&{p.resolution}"
+        for model in sorted({m for m, s in acc if s == setting}):
+            branch = model == "BTNet"
+            macs.append(CostPoint(f"{model} r={p.resolution}",
+                                  (p.btnet_macs if branch else p.upsample_macs) / 1e9,
+                                  acc[(model, setting)]))
+            if model == "BTNet":
+                params.append(CostPoint(f"BTNet r={p.resolution}",
+                                        (report.trunk_params + p.stored_params) / 1e6,
+                                        acc[(model, setting)]))
+            elif model.startswith("phi_mr") or model == "phi_hr":
+                params.append(CostPoint(f"{model} r={p.resolution}", report.trunk_params / 1e6,
+                                        acc[(model, setting)]))
+    figures = []
+    if macs:
+        figures.append(plot_cost(macs, folder / "figure5_accuracy_vs_macs.png", xlabel="GMACs per face",
+                                 title="Accuracy at S&r vs inference cost (Figure 5)"))
+        figures.append(plot_cost(params, folder / "figure6_accuracy_vs_params.png",
+                                 xlabel="parameters to serve r and S (M)",
+                                 title="Accuracy at S&r vs stored parameters (Figure 6)"))
     md = folder / "report.md"
-    md.write_text(md.read_text() + "\n## Cost\n\n" + report.to_table() + "\n")
+    text = "\n## Cost\n\n" + report.to_table() + "\n"
+    text += "".join(f"\n![{f.stem}]({f.name})\n" for f in figures)
+    md.write_text(md.read_text() + text)
     (folder / "cost.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report.to_dict()
 
