@@ -106,6 +106,25 @@ def make_pairs(labels, n, seed=0):
     return np.array(left), np.array(right), np.array(same)
 
 
+def write_figures(folder: str, seed: int = 0) -> None:
+    """The two pictures in docs/img: a 6x6 grid (identities x images, 80 px each) and one
+    image per row at 112 then down-sampled to 56/28/14/7 and up-sampled back."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    faces = SyntheticFaces(6, 6, size=112, seed=seed)
+    tile = [[np.asarray(Image.fromarray(faces[6 * i + j][0]).resize((80, 80), Image.BOX))
+             for j in range(6)] for i in range(6)]
+    grid = np.concatenate([np.concatenate(row, 1) for row in tile], 0)
+    Image.fromarray(grid).save(out / "builtin_faces_grid.png")
+    rows = [np.concatenate([faces[6 * i][0]] + [degrade(faces[6 * i][0], r, restore_to=112)
+                                                for r in (56, 28, 14, 7)], 1) for i in range(2)]
+    Image.fromarray(np.concatenate(rows, 0)).save(out / "builtin_faces_resolutions.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=56)
@@ -116,7 +135,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figures", metavar="DIR", help="only write the docs/img pictures to DIR")
     args = ap.parse_args()
+    if args.figures:
+        write_figures(args.figures, args.seed)
+        return
     torch.set_num_threads(args.threads)
     t0 = time.time()
     train_set = SyntheticFaces(args.ids, args.per_id, size=args.size, seed=args.seed)

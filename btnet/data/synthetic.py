@@ -7,11 +7,12 @@ vanishes with resolution. The generator therefore splits every identity into two
   geometry) come from one of a few *families* plus a small per-identity jitter, so many
   identities look alike once only coarse shape and colour remain. A 7-pixel face keeps mostly
   these, so low-resolution recognition is possible but genuinely hard.
-* **Fine identity detail** (a per-identity pattern of freckles and moles, thin wrinkle lines, a
-  band-pass skin texture field and the iris colour) lives at scales of 1-6 pixels of a 112
-  face. It is the most discriminative cue at full resolution and is averaged away by the time
-  a face is 14 or 7 pixels wide, exactly the information a high-resolution recogniser learns to
-  depend on and then misses on up-sampled tiny faces.
+* **Fine identity detail** (clusters of zero-mean freckles, moles, wrinkle lines, an oriented
+  skin texture per face zone and the iris colour) lives at scales of 2-10 pixels of a 112 face,
+  i.e. 1-5 pixels of the 56-pixel faces CPU runs use. It is the most discriminative cue at full
+  resolution, partly resolved at 28 px and averaged away by the time a face is 14 or 7 pixels
+  wide, exactly the information a high-resolution recogniser learns to depend on and then
+  misses on up-sampled tiny faces.
 
 Per image, nuisance varies: pose (rotation, shift, scale, a crude yaw squeeze), expression
 (smile, open mouth, brow raise), lighting (direction, strength, gain, colour cast), background,
@@ -71,8 +72,8 @@ _IRIS_PALETTE = np.array(
     [[70, 45, 25], [40, 28, 20], [70, 110, 160], [80, 120, 80], [120, 120, 125],
      [110, 85, 45], [50, 80, 120], [95, 60, 30]], dtype=np.float32)
 # Face zones with their own fine texture: forehead, cheeks, nose, chin (x, y, spread).
-_TEXTURE_ZONES = ((56.0, 32.0, 12.0), (34.0, 72.0, 10.0), (78.0, 72.0, 10.0),
-                  (56.0, 66.0, 8.0), (56.0, 102.0, 10.0))
+_TEXTURE_ZONES = ((42.0, 32.0, 9.0), (70.0, 32.0, 9.0), (32.0, 70.0, 9.0), (80.0, 70.0, 9.0),
+                  (56.0, 64.0, 7.0), (42.0, 96.0, 9.0), (70.0, 96.0, 9.0))
 _SKIN_LIGHT = np.array([238, 205, 180], dtype=np.float32)
 _SKIN_DARK = np.array([92, 60, 44], dtype=np.float32)
 
@@ -156,7 +157,7 @@ def _points_in_face(rng: np.random.Generator, n: int, c: dict[str, float]) -> np
 
 
 def make_identity(
-    seed: int, index: int, families: int = 8, coarse_jitter: float = 0.15
+    seed: int, index: int, families: int = 8, coarse_jitter: float = 0.12
 ) -> IdentityParams:
     """Draw identity ``index`` (a global index; train/test offsets are already added)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _TAG_IDENTITY, index]))
@@ -171,13 +172,17 @@ def make_identity(
     lips = skin * np.array([0.82, 0.55, 0.55]) + c["lip_red"] * np.array([30.0, 0.0, 5.0])
     iris = _IRIS_PALETTE[int(rng.integers(len(_IRIS_PALETTE)))] * rng.uniform(0.75, 1.25)
 
-    n = int(rng.integers(15, 41))
-    fr = np.column_stack(
-        [_points_in_face(rng, n, c), rng.uniform(0.9, 1.8, n), rng.uniform(0.25, 0.5, n)]
-    )
+    # Freckles/pores: zero-mean spots (dark core, faint bright ring) in 2-3 identity-specific
+    # clusters, so their density map identifies a face at 56 px but averages to plain skin.
+    n = int(rng.integers(50, 101))
+    pts = _points_in_face(rng, 6 * n, c)
+    centres = pts[rng.choice(len(pts), int(rng.integers(2, 4)), replace=False)]
+    near = np.min(((pts[:, None, :] - centres[None]) ** 2).sum(-1), 1)
+    pts = pts[np.argsort(near + rng.exponential(120.0, len(pts)))[:n]]
+    fr = np.column_stack([pts, rng.uniform(1.2, 2.0, n), rng.uniform(0.45, 0.7, n)])
     m = int(rng.integers(1, 4))
     mo = np.column_stack(
-        [_points_in_face(rng, m, c), rng.uniform(1.8, 2.6, m), rng.uniform(0.5, 0.7, m)]
+        [_points_in_face(rng, m, c), rng.uniform(2.4, 3.4, m), rng.uniform(0.55, 0.75, m)]
     )
     w = int(rng.integers(3, 8))
     wr = np.column_stack(
@@ -186,19 +191,19 @@ def make_identity(
             rng.uniform(3.0, 9.0, w),
             rng.uniform(0, np.pi, w),
             rng.uniform(-0.08, 0.08, w),
-            rng.uniform(0.9, 1.4, w),
-            rng.uniform(0.2, 0.35, w),
+            rng.uniform(1.4, 2.2, w),
+            rng.uniform(0.25, 0.4, w),
         ]
     )
     # One oriented skin texture per face zone: local statistics (orientation, scale, contrast)
-    # that a network can learn to compare, pose-robust because zones are large, and gone
-    # below ~28 px because the wavelength is 4-7 px on a 112 face.
+    # that a network can learn to compare, pose-robust because zones are large; the 6-10 px
+    # wavelength (3-5 px at 56) is partly resolved at 28 px and gone at 14 and 7.
     k = len(_TEXTURE_ZONES)
-    freq = rng.uniform(16.0, 28.0, k)
+    freq = rng.uniform(11.0, 19.0, k)
     ang = rng.uniform(0, np.pi, k)
     tex = np.column_stack(
         [freq * np.cos(ang), freq * np.sin(ang), rng.uniform(0, 2 * np.pi, k),
-         rng.uniform(0.06, 0.14, k)]
+         rng.uniform(0.0, 0.3, k)]
     )
     return IdentityParams(
         index=index, family=family, coarse=c, skin=skin.astype(np.float32),
@@ -253,6 +258,21 @@ def _darken_discs(rgb: np.ndarray, g: _Grid, discs: np.ndarray, tint: np.ndarray
         lx, ly = g.local(rs, cs)
         cov = _aa(np.sqrt((lx - x) ** 2 + (ly - y) ** 2) - r, g.k) * d
         rgb[rs, cs] *= 1.0 - cov[..., None] * tint
+
+
+def _pore_discs(rgb: np.ndarray, g: _Grid, discs: np.ndarray, tint: np.ndarray) -> None:
+    """Zero-mean spots: a dark disc of radius r inside a ring (r..2r) lightened by a third as
+    much, so an area average over >= 2r (a 14- or 7-pixel face) sees plain skin."""
+    for x, y, r, d in discs:
+        rs, cs = g.box(x - 2 * r - 1, y - 2 * r - 1, x + 2 * r + 1, y + 2 * r + 1)
+        if rs.start >= rs.stop or cs.start >= cs.stop:
+            continue
+        lx, ly = g.local(rs, cs)
+        dist = np.sqrt((lx - x) ** 2 + (ly - y) ** 2)
+        core = _aa(dist - r, g.k)
+        ring = _aa(dist - 2 * r, g.k) - core
+        gain = 1.0 - d * core[..., None] * tint + (d / 3.0) * ring[..., None] * tint
+        rgb[rs, cs] *= gain
 
 
 def _darken_curves(rgb: np.ndarray, g: _Grid, curves: np.ndarray, tint: np.ndarray) -> None:
@@ -311,7 +331,7 @@ def _render_identity_layer(p: IdentityParams, g: _Grid) -> np.ndarray:
 
     # Fine identity marks.
     mark = np.array([0.75, 0.95, 1.0], dtype=np.float32)
-    _darken_discs(rgb, g, p.freckles, mark)
+    _pore_discs(rgb, g, p.freckles, mark)
     _darken_discs(rgb, g, p.moles, mark)
     _darken_curves(rgb, g, p.wrinkles, np.array([0.9, 1.0, 1.0], dtype=np.float32))
 
@@ -442,7 +462,7 @@ class SyntheticFaces:
         identity_offset: int = 0,
         variation: float = 1.0,
         families: int = 8,
-        coarse_jitter: float = 0.15,
+        coarse_jitter: float = 0.12,
         cache_size: int = 1024,
         name: str | None = None,
     ):
@@ -624,7 +644,7 @@ class SyntheticFaces:
                 out[m] = occ_col
 
         # Focus blur (sometimes): a separable 3-tap Gaussian, sigma 0.3-0.8 px at 112.
-        if u[32] < 0.25 * v:
+        if u[32] < 0.1 * v:
             sigma = (0.3 + 0.5 * u[1]) * k
             wt = f32(min(sigma * sigma / 2, 1 / 3))
             for axis in (0, 1):
