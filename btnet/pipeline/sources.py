@@ -39,6 +39,16 @@ class DataSource:
 
 
 class BuiltinSource(DataSource):
+    def train_params(self) -> dict:
+        """The generator's own code is part of the data: a changed generator retrains."""
+        import hashlib
+        import inspect
+
+        from btnet.data import synthetic
+
+        digest = hashlib.sha256(inspect.getsource(synthetic).encode()).hexdigest()[:12]
+        return {**super().train_params(), "generator": digest}
+
     def pair_set(self, opts: StudyOptions) -> PairSet:
         from btnet.data.synthetic import builtin_pairs
 
