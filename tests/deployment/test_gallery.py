@@ -203,14 +203,20 @@ def test_cli_enroll_search_identify(tiny_model_dir, other_model_dir, face_folder
     assert sorted(set(g.served_paths.tolist())) == [7, 14, 56]  # 8, 20 and 56 px faces
     capsys.readouterr()
     probe = str(enrolled[0] / "2.png")
-    assert main(["gallery", "search", gal, probe, "-k", "2", "-q", "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["gallery", "search", gal, probe, "-k", "2", "-q", "--level", "image",
+                 "--json", str(tmp_path / "s.json")]) == 0
     rows = json.loads((tmp_path / "s.json").read_text())
-    assert rows[0]["candidates"][0]["label"] == enrolled[0].name  # an enrolled image finds itself
+    # an enrolled image finds itself (image level: an untrained model's identity means need not)
+    assert rows[0]["candidates"][0]["label"] == enrolled[0].name
     assert main(["gallery", "calibrate", gal, str(strangers[0]), "--fpir", "0.34", "-q"]) == 0
+    assert main(["gallery", "search", gal, probe, "-k", "1", "-q",
+                 "--json", str(tmp_path / "t.json")]) == 0
+    top = json.loads((tmp_path / "t.json").read_text())[0]["candidates"][0]  # identity level
     assert main(["identify", gal, probe, "-q", "--json", str(tmp_path / "i.json")]) == 0
     dec = json.loads((tmp_path / "i.json").read_text())[0]
-    assert dec["best"] == enrolled[0].name and dec["threshold"] <= dec["score"]
-    assert dec["identity"] == enrolled[0].name
+    # identify = the identity-level top candidate, accepted only above the calibrated threshold
+    assert dec["best"] == top["label"] and abs(dec["score"] - top["score"]) < 1e-5
+    assert dec["identity"] == (dec["best"] if dec["score"] >= dec["threshold"] else None)
     # a gallery from another model: clear error (exit 2), nothing written
     err_before = (tmp_path / "gal" / "gallery.json").read_text()
     capsys.readouterr()
