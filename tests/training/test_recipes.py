@@ -22,7 +22,7 @@ def _records(out, kind="train"):
 
 
 def test_trunk_loss_falls_and_outputs(tmp_path, tiny):
-    cfg = tiny(train={"max_steps": 32, "log_every": 8, "ckpt_every": 0},
+    cfg = tiny(train={"max_steps": 48, "log_every": 12, "ckpt_every": 0},
                data={"sampler": "hr"}, optim={"lr": 0.1},
                eval={"sets": ["builtin:ids=6,per_id=2,pairs=20"], "pairs": ["S&S", "S&7"]})
     res = train(cfg, output_dir=tmp_path / "run")
@@ -35,7 +35,7 @@ def test_trunk_loss_falls_and_outputs(tmp_path, tiny):
     assert (res.output_dir / "eval.csv").is_file()
     with pytest.raises(ValueError, match="--resume"):
         train(cfg, output_dir=tmp_path / "run")  # never silently overwrite a run
-    assert train(cfg, output_dir=tmp_path / "run", resume=True).steps == 32  # finished: reused
+    assert train(cfg, output_dir=tmp_path / "run", resume=True).steps == 48  # finished: reused
 
 
 def test_fixed_trunk_branch_keeps_trunk_bit_identical(tmp_path, tiny, tiny_trunk):
