@@ -97,10 +97,17 @@ class Study:
                                  loss or self.opts.branch_loss, {"branch": branch})
         return self.train_stage(name, cfg, [trunk])
 
-    def mm_models(self) -> StageResult:
-        """phi_mm over all resolutions: one cached stage per r (Table 3 reuses r = 14)."""
+    def mm_models(self, hr: StageResult | None = None) -> StageResult:
+        """phi_mm over all resolutions: one cached stage per r (Table 3 reuses r = 14).
+
+        At the canonical size phi_mm's member is phi_hr itself (``hr``); without it, S-pixel
+        faces would be down-sampled to the largest low-resolution member.
+        """
         parts = [self.mm([r], name=f"mm_r{r}") for r in self.opts.resolutions]
         merged = {r: p for part in parts for r, p in part.outputs["parts"].items()}
+        if hr is not None:
+            merged[str(self.opts.canonical)] = hr.outputs["model"]
+            parts.append(hr)
         key = self.cache.key("mm", {}, parts)
         return StageResult("mm", key, parts[0].dir, {"parts": merged}, True, 0.0, "phi_mm")
 
@@ -182,7 +189,7 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
         if (f"phi_mr_{v}" in wanted or (v == "v1" and "BTNet" in wanted)) and opts.wants(f"trunk_mr_{v}"):
             stages[f"phi_mr_{v}"] = study.trunk(f"mr_{v}")
     if "phi_mm" in wanted and opts.wants("mm"):
-        stages["phi_mm"] = study.mm_models()
+        stages["phi_mm"] = study.mm_models(stages.get("phi_hr"))
     if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
         stages["BTNet"] = study.branches(stages["phi_mr_v1"])
     for label in wanted:
