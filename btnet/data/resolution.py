@@ -337,3 +337,19 @@ class MultiResolutionDataset:
         if self.with_resolution:
             return out, label, r
         return out, label
+
+
+def fit_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a face of any shape to ``size`` x ``size``: area down-sampling, bicubic up-sampling.
+
+    A non-square face that must shrink along one axis and grow along the other is first shrunk
+    (anti-aliased), then enlarged. Encoders (PyTorch and onnxruntime alike) route through this.
+    """
+    h, w = img.shape[:2]
+    if h == w == size:
+        return img
+    if h >= size and w >= size:
+        return downsample(img, size)
+    if h <= size and w <= size:
+        return upsample(img, size)
+    return upsample(downsample(img, (min(h, size), min(w, size))), size)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from btnet.data.resolution import downsample, upsample
+from btnet.data.resolution import fit_to
 from btnet.io.atomic import atomic_write_text, file_sha256
 from btnet.models.selection import BranchSelector
 
@@ -189,18 +189,6 @@ def select_path(selector: dict, height: int, width: int) -> int:
     return BranchSelector.from_dict(selector).select(height, width)
 
 
-def fit_to_numpy(img: np.ndarray, size: int) -> np.ndarray:
-    """Same resize as ``btnet.inference.fit_to`` (area down, bicubic up), without torch."""
-    h, w = img.shape[:2]
-    if h == w == size:
-        return img
-    if h >= size and w >= size:
-        return downsample(img, size)
-    if h <= size and w <= size:
-        return upsample(img, size)
-    return upsample(downsample(img, (min(h, size), min(w, size))), size)
-
-
 def normalise_batch(images: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 HxWx3 RGB images -> float32 NCHW in [-1, 1] (``btnet.data.transforms.to_tensor``)."""
     x = np.stack([np.asarray(im) for im in images]).astype(np.float32)
@@ -300,7 +288,7 @@ class OnnxEncoder:
         for path, idx in groups.items():
             for b in range(0, len(idx), batch_size):
                 part = idx[b : b + batch_size]
-                x = normalise_batch([fit_to_numpy(images[i], path) for i in part])
+                x = normalise_batch([fit_to(images[i], path) for i in part])
                 emb = self.run_path(path, x)
                 if flip:
                     emb = emb + self.run_path(path, np.ascontiguousarray(x[..., ::-1]))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from btnet.data.resolution import downsample, upsample
+from btnet.data.resolution import fit_to
 from btnet.data.transforms import to_tensor
 from btnet.models import Backbone, BranchSelector, BTNet
 
@@ -49,22 +49,6 @@ class Encoder(Protocol):
         flip: bool = False,
         progress: bool = False,
     ) -> EncodeResult: ...
-
-
-def fit_to(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize a face to ``size`` x ``size``: area down-sampling, bicubic up-sampling.
-
-    A non-square face that must shrink along one axis and grow along the other is first shrunk
-    (anti-aliased), then enlarged.
-    """
-    h, w = img.shape[:2]
-    if h == w == size:
-        return img
-    if h >= size and w >= size:
-        return downsample(img, size)
-    if h <= size and w <= size:
-        return upsample(img, size)
-    return upsample(downsample(img, (min(h, size), min(w, size))), size)
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
