@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from btnet.data.resolution import fit_to
-from btnet.io.atomic import atomic_write_text, file_sha256
+from btnet.io.atomic import atomic_write_text, file_sha256, read_format_json
 from btnet.models.selection import BranchSelector
 
 log = logging.getLogger(__name__)
@@ -204,18 +204,7 @@ class OnnxEncodeResult:
 
 
 def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a btnet ONNX export (no {MANIFEST})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {data.get('format')!r}, expected {FORMAT!r}")
-    if int(data.get("version", 0)) > VERSION:
-        raise ValueError(f"{path}: written by a newer btnet (version {data['version']})")
-    return data
+    return read_format_json(Path(folder) / MANIFEST, FORMAT, VERSION, "a btnet ONNX export")
 
 
 class OnnxEncoder:

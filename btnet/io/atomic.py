@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -64,3 +65,22 @@ def file_sha256(path: str | Path) -> str:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def read_format_json(path: Path, fmt: str, version: int, what: str) -> dict:
+    """Read the JSON descriptor of one of btnet's folders, checking its format and version.
+
+    ``what`` names the folder kind in the error a user sees, e.g. "a stored btnet model".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} is not {what} (no {path.name})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if data.get("format") != fmt:
+        raise ValueError(f"{path}: format is {data.get('format')!r}, expected {fmt!r}")
+    if int(data.get("version", 0)) > version:
+        raise ValueError(f"{path}: written by a newer btnet (version {data['version']})")
+    return data

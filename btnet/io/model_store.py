@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from btnet.io.atomic import atomic_write_text, atomic_write_with
+from btnet.io.atomic import atomic_write_text, atomic_write_with, read_format_json
 from btnet.models import Backbone, BranchSelector, BTNet, backbone_from_config, build_backbone
 
 FORMAT = "btnet-model"
@@ -130,19 +130,7 @@ def _is_param(key: str) -> bool:
 
 
 def read_model_json(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
-    path = folder / MODEL_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a stored btnet model (no {MODEL_JSON})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path}: format is {data.get('format')!r}, expected {FORMAT!r}")
-    if int(data.get("version", 0)) > VERSION:
-        raise ValueError(f"{path}: written by a newer btnet (version {data['version']})")
-    return data
+    return read_format_json(Path(folder) / MODEL_JSON, FORMAT, VERSION, "a stored btnet model")
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
