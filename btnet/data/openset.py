@@ -27,6 +27,7 @@ import numpy as np
 
 from btnet.data.base import OpenSetProtocol
 from btnet.data.images import FileImageSource, encode_image, is_image_file
+from btnet.data.text_lists import list_rows
 
 SURVFACE_DIR = "Face_Identification_Test_Set"
 LIST_FILES = ("gallery.txt", "mated.txt", "unmated.txt")
@@ -139,12 +140,7 @@ def _check_mated(mated_ids: np.ndarray, gallery_ids: np.ndarray, where: Path) ->
 def _parse_list(path: Path, need_id: bool) -> tuple[list[str], list[str | None]]:
     paths: list[str] = []
     ids: list[str | None] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        toks = [t.strip() for t in (line.split("\t") if "\t" in line else line.split())]
-        toks = [t for t in toks if t]
+    for lineno, line, toks in list_rows(path):
         if len(toks) == 2:
             paths.append(toks[0])
             ids.append(toks[1])

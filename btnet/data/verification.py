@@ -16,6 +16,7 @@ import numpy as np
 from btnet.data.base import PairSet
 from btnet.data.images import FileImageSource, decode_image, encode_jpeg
 from btnet.data.safe_pickle import restricted_load
+from btnet.data.text_lists import list_rows
 
 
 class BytesImageSource:
@@ -200,12 +201,7 @@ def read_pair_list(
     left: list[int] = []
     right: list[int] = []
     same: list[bool] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        toks = line.split("\t") if "\t" in line else line.split()
-        toks = [t.strip() for t in toks if t.strip()]
+    for lineno, line, toks in list_rows(path):
         if len(toks) != 3:
             raise ValueError(f"{path}:{lineno}: expected 'path1 path2 0|1', got {line!r}")
         flag = toks[2].lower()

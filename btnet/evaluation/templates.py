@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from btnet.data.base import ImageSource
+from btnet.data.text_lists import list_rows
 from btnet.evaluation.embedding import Encoder, embed_source
 from btnet.evaluation.metrics_identification import DEFAULT_FPIRS
 from btnet.evaluation.metrics_templates import (
@@ -68,12 +69,7 @@ class TemplateProtocol:
 
 def _rows(path: Path, min_fields: int) -> list[list[str]]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        toks = line.split("\t") if "\t" in line else line.split()
-        toks = [t.strip() for t in toks if t.strip()]
+    for lineno, line, toks in list_rows(path):
         if len(toks) < min_fields:
             raise ValueError(f"{path}:{lineno}: expected at least {min_fields} fields, got {line!r}")
         out.append(toks)
