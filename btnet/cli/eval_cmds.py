@@ -191,6 +191,29 @@ def cmd_interpolation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nuisance(args: argparse.Namespace) -> int:
+    from btnet.evaluation.nuisance import builtin_groups, folder_groups, nuisance_shares
+    from btnet.evaluation.report import write_json
+
+    rows = []
+    for source in args.images:
+        if source == "builtin":
+            groups = builtin_groups(args.identities, args.per_identity, size=args.canonical)
+        else:
+            groups = folder_groups(source, args.identities, args.per_identity)
+        res = nuisance_shares(groups, args.bands, args.canonical)
+        res["source"] = source
+        rows.append(res)
+    print(f"nuisance share (within-identity / total variance) and RMS, S={args.canonical}")
+    print(f"{'source':<40} " + " ".join(f"{b:>16}" for b in args.bands))
+    for res in rows:
+        cells = " ".join(f"{v['share']:>8.3f} {v['rms']:>7.2f}" for v in res["bands"].values())
+        print(f"{res['source'][-40:]:<40} {cells}   ({res['identities']} ids, {res['faces']} faces)")
+    if args.out:
+        print(f"wrote {write_json({'sources': rows}, args.out)}")
+    return 0
+
+
 def cmd_plot_cost(args: argparse.Namespace) -> int:
     from btnet.evaluation.plots import CostPoint, plot_cost
 
@@ -297,6 +320,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--canonical", type=int, default=112)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_interpolation)
+
+    p = ans.add_parser("nuisance", help="how much of the appearance at each scale is per-image "
+                       "nuisance (within-identity share of variance): real vs built-in faces")
+    p.add_argument("images", nargs="+",
+                   help="folders of identity sub-folders of aligned faces, or 'builtin'")
+    p.add_argument("--identities", type=int, default=150)
+    p.add_argument("--per-identity", type=int, default=6)
+    p.add_argument("--canonical", type=int, default=56)
+    p.add_argument("--bands", nargs="+", default=["thumb7", "thumb14", "detail14", "detail28"])
+    p.add_argument("--out", type=Path, help="also write the numbers as JSON")
+    p.set_defaults(func=cmd_nuisance)
 
     pl = ans.add_parser("plot", help="figures from stored results")
     pls = pl.add_subparsers(dest="plot_command", metavar="FIGURE", required=True)

@@ -61,6 +61,15 @@ _TAG_IMAGE = 0x1A6E
 _TAG_NOISE = 0x9015E
 _TAG_PAIRS = 0xB1A5
 
+# Per-image nuisance (pose, expression, light, background, occlusion, blur, noise) is drawn at
+# this fraction of the ranges written in ``render``, so that ``variation=1`` matches real faces:
+# with it, the within-identity share of variance of 7- and 14-pixel thumbnails and of the 14-
+# and 28-pixel detail bands (btnet.evaluation.nuisance) is that of aligned LFW and CelebA
+# (thumb7 0.80 vs 0.80; the other bands were not fitted and agree within 0.04). At the full
+# ranges a 7-pixel thumbnail was 0.89 nuisance and the fine detail 0.997: more nuisance than
+# real faces carry, so little identity could be learnt at all and nothing vanished with size.
+NUISANCE_AT_VARIATION_1 = 0.7
+
 _REF = 112.0  # all geometry is specified in 112x112 ArcFace coordinates
 _EYE_L = (38.29, 51.70)
 _EYE_R = (73.53, 51.50)
@@ -447,10 +456,13 @@ class SyntheticFaces:
 
     Sample ``i`` is image ``i % images_per_identity`` of identity ``i // images_per_identity``;
     its label is the local identity index. ``variation`` scales every per-image nuisance
-    (0 gives the identity's neutral, frontal, evenly lit face every time). ``families`` and
+    (1: the level of real aligned faces, see ``NUISANCE_AT_VARIATION_1``; 0: the identity's
+    neutral, frontal, evenly lit face every time). ``families`` and
     ``coarse_jitter`` set how ambiguous coarse appearance is across identities. Identity
-    layers are cached (LRU, ``cache_size`` identities); the cache is not pickled, so the object
-    is cheap to send to DataLoader workers.
+    layers are cached (LRU, ``cache_size`` identities) and finished images are kept up to
+    ``image_cache_mb`` (training re-reads every image once per epoch, and rendering costs more
+    than a CPU training step spends on it); neither cache is pickled, so the object is cheap to
+    send to DataLoader workers.
     """
 
     def __init__(
@@ -464,6 +476,7 @@ class SyntheticFaces:
         families: int = 8,
         coarse_jitter: float = 0.12,
         cache_size: int = 1024,
+        image_cache_mb: float = 512.0,
         name: str | None = None,
     ):
         if num_identities < 1 or images_per_identity < 1:
@@ -483,6 +496,7 @@ class SyntheticFaces:
         self.families = int(families)
         self.coarse_jitter = float(coarse_jitter)
         self.cache_size = int(cache_size)
+        self.image_cache_bytes = int(image_cache_mb * 2**20)
         self.render_size = max(self.size, int(_REF))
         self.name = name or (
             f"builtin(ids={num_identities},per_id={images_per_identity},size={size},"
@@ -498,10 +512,12 @@ class SyntheticFaces:
         self._grid: _Grid | None = None
         self._noise: np.ndarray | None = None
         self._cache: OrderedDict[int, tuple[IdentityParams, np.ndarray]] = OrderedDict()
+        self._images: dict[int, np.ndarray] = {}
+        self._image_bytes = 0
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_grid", "_noise", "_cache"):
+        for key in ("_grid", "_noise", "_cache", "_images", "_image_bytes"):
             state.pop(key, None)
         return state
 
@@ -520,7 +536,14 @@ class SyntheticFaces:
         if not 0 <= index < n:
             raise IndexError(f"{self.name}: index {index} out of range [0, {n})")
         label, k = divmod(index, self.images_per_identity)
-        return self.render(label, k), label
+        image = self._images.get(index)
+        if image is None:
+            image = self.render(label, k)
+            if self._image_bytes + image.nbytes <= self.image_cache_bytes:
+                image.setflags(write=False)  # shared by every later read of this index
+                self._images[index] = image
+                self._image_bytes += image.nbytes
+        return image, label
 
     def identity(self, label: int) -> IdentityParams:
         """Parameters of local identity ``label``."""
@@ -568,7 +591,7 @@ class SyntheticFaces:
         gid = self.identity_offset + label
         ss = np.random.SeedSequence([self.seed, _TAG_IMAGE, gid, int(image_index)])
         u = np.random.default_rng(ss).random(40)  # every per-image choice, in a fixed order
-        v = self.variation
+        v = self.variation * NUISANCE_AT_VARIATION_1
         R, k = g.size, g.k
 
         def z(i: int) -> float:  # a roughly normal draw in [-2.45, 2.45] from two uniforms

@@ -173,8 +173,12 @@ class Study:
 # ------------------------------------------------------------------------------------ studies
 
 
+HR_TRUNK_BTNET = "BTNet on phi_hr"  # the same branches on the phi_hr trunk (``trunks`` study)
+
+
 def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = None) -> Path:
-    """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk)."""
+    """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk); ``models``
+    may also ask for ``HR_TRUNK_BTNET``."""
     from btnet.evaluation.gains import GainBaselines
     from btnet.evaluation.report import write_verification_report
 
@@ -192,6 +196,8 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
         stages["phi_mm"] = study.mm_models(stages.get("phi_hr"))
     if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
         stages["BTNet"] = study.branches(stages["phi_mr_v1"])
+    if HR_TRUNK_BTNET in wanted and opts.wants("btnet_hr_trunk") and "phi_hr" in stages:
+        stages[HR_TRUNK_BTNET] = study.branches(stages["phi_hr"], name="btnet_hr_trunk")
     for label in wanted:
         if label in stages:
             evals.append(study.evaluate(label, stages[label]))
@@ -223,12 +229,12 @@ def _cost_section(study: Study, btnet_stage: StageResult | None, results=()) -> 
     for p in report.paths[:-1]:  # the low resolutions
         setting = f"{report.canonical}&{p.resolution}"
         for model in sorted({m for m, s in acc if s == setting}):
-            branch = model == "BTNet"
+            branch = model.startswith("BTNet")
             macs.append(CostPoint(f"{model} r={p.resolution}",
                                   (p.btnet_macs if branch else p.upsample_macs) / 1e9,
                                   acc[(model, setting)]))
-            if model == "BTNet":
-                params.append(CostPoint(f"BTNet r={p.resolution}",
+            if branch:
+                params.append(CostPoint(f"{model} r={p.resolution}",
                                         (report.trunk_params + p.stored_params) / 1e6,
                                         acc[(model, setting)]))
             elif model.startswith("phi_mr") or model == "phi_hr":
@@ -342,7 +348,7 @@ def run_trunks(opts: StudyOptions, echo=print) -> Path:
     study = Study(opts, echo)
     hr, mr = study.trunk("hr"), study.trunk("mr_v1")
     stages = {"phi_hr": hr, "phi_mr_v1": mr,
-              "BTNet on phi_hr": study.branches(hr, name="btnet_hr_trunk"),
+              HR_TRUNK_BTNET: study.branches(hr, name="btnet_hr_trunk"),
               "BTNet on phi_mr_v1": study.branches(mr)}
     results = study.results([study.evaluate(k, v) for k, v in stages.items()])
     report_dir = study.root / "report"

@@ -184,3 +184,17 @@ def test_export_rec_and_bin(tmp_path):
     assert len(back) == 20
     np.testing.assert_array_equal(back.issame, pairs.issame)
     assert back.images[0].shape == (32, 32, 3)
+
+
+def test_finished_images_are_kept_within_their_budget_and_not_pickled():
+    ds = SyntheticFaces(3, 2, size=32, seed=0)
+    first = [ds[i][0] for i in range(len(ds))]
+    again = [ds[i][0] for i in range(len(ds))]
+    assert all(a is b for a, b in zip(first, again))  # served from the cache
+    assert not first[0].flags.writeable  # a consumer cannot corrupt later epochs
+    assert np.array_equal(first[0], ds.render(0, 0))
+    state = ds.__getstate__()  # what pickling sends to DataLoader workers
+    assert "_images" not in state and "_cache" not in state
+    none = SyntheticFaces(3, 2, size=32, seed=0, image_cache_mb=0)
+    a, b = none[0][0], none[0][0]
+    assert a is not b and np.array_equal(a, b) and a.flags.writeable
