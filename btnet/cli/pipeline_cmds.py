@@ -22,7 +22,9 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--eval-pairs", type=int, help="verification pairs")
+    p.add_argument("--eval-pairs", type=int,
+                   help="verification pairs (default: 20000 on real faces, 3000 built-in; "
+                        "the demo uses 2000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -43,7 +43,9 @@ class StudyOptions:
     builtin_test_ids: int = 100
     builtin_test_per_id: int = 8
     # evaluation
-    eval_pairs: int = 3000  # pairs in the verification set (real faces: devtest pairs + extra)
+    # pairs in the verification set; None: the source's default (real faces 20,000: devtest
+    # pairs + extra; built-in 3,000)
+    eval_pairs: int | None = None
     flip: bool = False
 
     @property

@@ -95,3 +95,24 @@ def test_other_studies_run_tiny(tmp_path, study):
             assert row in md
     else:
         assert "layer1.0" in md and "layer1.1" in md and (report / "figure7.png").is_file()
+
+
+def test_each_source_has_its_own_default_number_of_pairs(tmp_path):
+    from btnet.pipeline.options import StudyOptions
+    from btnet.pipeline.sources import BuiltinSource, RealFacesSource
+
+    real, builtin = RealFacesSource(tmp_path), BuiltinSource("builtin", "builtin", "b")
+    default = StudyOptions()
+    assert real.num_pairs(default) == 20000 and builtin.num_pairs(default) == 3000
+    assert real.cache_params(default)["pairs"] == 20000
+    # An explicit count wins, and equals the default's cache key when it is the same number.
+    assert real.cache_params(StudyOptions(eval_pairs=20000)) == real.cache_params(default)
+    assert real.num_pairs(StudyOptions(eval_pairs=3000)) == 3000
+
+
+def test_real_data_root_is_keyed_by_its_absolute_path(tmp_path, monkeypatch):
+    from btnet.pipeline.sources import RealFacesSource
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert RealFacesSource("data").train_params() == RealFacesSource(tmp_path / "data").train_params()
