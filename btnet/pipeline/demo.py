@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from btnet.pipeline.options import StudyOptions
-from btnet.pipeline.studies import HR_TRUNK_BTNET
+from btnet.pipeline.studies import HR_TRUNK_BTNET, run_table1
 
 DEMO_DEFAULTS = dict(
     study="demo",
@@ -41,6 +41,4 @@ def demo_options(**overrides) -> StudyOptions:
 
 
 def run_demo(opts: StudyOptions, echo=print) -> Path:
-    from btnet.pipeline.studies import run_table1
-
     return run_table1(opts, echo, models=DEMO_MODELS)

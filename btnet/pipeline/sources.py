@@ -33,9 +33,13 @@ class DataSource:
         """What training depends on (the evaluation set does not change a trained model)."""
         return {"source": self.name, "train": self.train_spec}
 
-    def cache_params(self, opts: StudyOptions) -> dict:
-        """What an evaluation depends on."""
+    def test_params(self, opts: StudyOptions) -> dict:
+        """What the test identities depend on (verification pairs and open-set protocol)."""
         return self.train_params()
+
+    def cache_params(self, opts: StudyOptions) -> dict:
+        """What a verification evaluation depends on: the test identities and the pair count."""
+        return {**self.test_params(opts), "pairs": self.num_pairs(opts)}
 
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
         """A SurvFace-like open-set protocol over test identities (high-res gallery, probes
@@ -75,9 +79,9 @@ class BuiltinSource(DataSource):
         folder = export_folder(faces, workdir / "faces")
         return build_openset_protocol(folder, seed=opts.seed, name="builtin-openset")
 
-    def cache_params(self, opts: StudyOptions) -> dict:
-        return {**super().cache_params(opts), "test_ids": opts.builtin_test_ids,
-                "test_per_id": opts.builtin_test_per_id, "pairs": self.num_pairs(opts)}
+    def test_params(self, opts: StudyOptions) -> dict:
+        return {**super().test_params(opts), "test_ids": opts.builtin_test_ids,
+                "test_per_id": opts.builtin_test_per_id}
 
 
 class RealFacesSource(DataSource):
@@ -108,9 +112,6 @@ class RealFacesSource(DataSource):
         people = lfw_devtest_people(self.root / "lfw")
         return build_openset_protocol(self.root / "lfw", seed=opts.seed, identities=people,
                                       name="lfw-devtest-openset")
-
-    def cache_params(self, opts: StudyOptions) -> dict:
-        return {**super().cache_params(opts), "pairs": self.num_pairs(opts)}
 
 
 def resolve_source(opts: StudyOptions) -> DataSource:

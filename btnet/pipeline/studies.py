@@ -366,9 +366,7 @@ def run_table2(opts: StudyOptions, echo=print) -> Path:
     study = Study(opts, echo)
     hr, mr = study.trunk("hr"), study.trunk("mr_v1")
     bt = study.branches(mr)
-    # The open-set protocol does not use the verification pairs: keep their count out of the key.
-    data = {k: v for k, v in study.source.cache_params(opts).items() if k != "pairs"}
-    params = {"data": data, "seed": opts.seed}
+    params = {"data": study.source.test_params(opts), "seed": opts.seed}
 
     def run(folder: Path) -> dict:
         from btnet.evaluation.identification import (
