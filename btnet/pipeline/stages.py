@@ -47,7 +47,9 @@ class StageCache:
     on_event: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        # Absolute: stage outputs record paths under it, and a study re-run from another
+        # working directory (``--out`` pointing at the same folder) must still find them.
+        self.root = Path(self.root).resolve()
 
     def key(self, name: str, params: dict[str, Any], deps: Sequence[StageResult] = ()) -> str:
         blob = json.dumps(

@@ -38,6 +38,17 @@ def test_stage_cache_reuses_and_invalidates(tmp_path):
     assert calls == ["a1", "b1", "a2", "b2"] and b2.key != b.key
 
 
+def test_cached_outputs_are_found_from_another_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = StageCache("cache").run("s", {}, lambda folder: {"file": str(folder / "out.txt")})
+    monkeypatch.chdir(tmp_path)
+    again = StageCache(tmp_path / "a" / "cache").run("s", {}, lambda folder: {"file": "never"})
+    assert again.cached and again.outputs == first.outputs
+    assert again.outputs["file"] == str(tmp_path / "a" / "cache" / "stages" / f"s-{again.key}"
+                                        / "out.txt")
+
+
 def test_unfinished_stage_is_recomputed(tmp_path):
     cache = StageCache(tmp_path)
 
