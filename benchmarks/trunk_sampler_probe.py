@@ -66,18 +66,23 @@ def evaluate(model, pairs, images) -> dict[str, float]:
     return out
 
 
-def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
+def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args, epochs: float,
+                lr: float, start: tuple | None = None) -> dict:
+    """Train from scratch, or go on from ``start`` = (model, head) (fine-tuning)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = build_backbone("iresnet18", input_size=S, width=16, embedding_size=128)
-    model = model.to(memory_format=torch.channels_last)
-    head = MarginHead(128, int(y.max()) + 1, build_margin_loss("curricularface"))
-    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=args.lr,
+    if start is None:
+        model = build_backbone("iresnet18", input_size=S, width=args.width, embedding_size=128)
+        model = model.to(memory_format=torch.channels_last)
+        head = MarginHead(128, int(y.max()) + 1, build_margin_loss(args.loss))
+    else:
+        model, head = start
+    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=lr,
                           momentum=0.9, weight_decay=5e-4)
     sampler = sampler_for(sampler_name)
     per_epoch = len(x) // args.batch_size
-    total = int(args.epochs * per_epoch)
-    warm = max(1, int(min(1.0, args.epochs / 8) * per_epoch))
+    total = int(epochs * per_epoch)
+    warm = max(1, int(min(1.0, epochs / 8) * per_epoch))
     start, losses, step = time.time(), [], 0
     while step < total:
         order = rng.permutation(len(x))
@@ -91,9 +96,9 @@ def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
                     im = degrade(im, r, restore_to=S)
                 batch.append(np.ascontiguousarray(im[:, ::-1] if rng.random() < 0.5 else im))
             frac = (step - warm) / max(1, total - warm)
-            lr = args.lr * ((step + 1) / warm if step < warm else (1 - frac) ** 2)
+            step_lr = lr * ((step + 1) / warm if step < warm else (1 - frac) ** 2)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = step_lr
             loss = head(model(to_tensor(batch)), torch.from_numpy(y[idx]))
             opt.zero_grad()
             loss.backward()
@@ -101,18 +106,47 @@ def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args) -> dict:
             losses.append(loss.item())
             step += 1
     return {"seconds": round(time.time() - start, 1),
-            "final_loss": round(float(np.mean(losses[-10:])), 2), "model": model}
+            "final_loss": round(float(np.mean(losses[-10:])), 2), "model": model,
+            "head": head}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, x: np.ndarray, size: int, batches: int = 20) -> None:
+    """Re-estimate BatchNorm running statistics on training faces at one size only.
+
+    A phi_mr trunk's statistics average over five resolutions; this asks how much of its
+    full-resolution price is those mixed statistics rather than its weights.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    rng = np.random.default_rng(123)
+    for _ in range(batches):
+        idx = rng.choice(len(x), 128, replace=False)
+        ims = [x[i] if size == S else degrade(x[i], size, restore_to=S) for i in idx]
+        model(to_tensor(ims))
+    for m in bns:
+        m.momentum = 0.1
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samplers", default="hr,mr_v1", help="comma-separated sampler names")
+    ap.add_argument("--samplers", default="hr,mr_v1",
+                    help="comma-separated sampler names; 'A>B' trains A, then fine-tunes with B")
+    ap.add_argument("--finetune-epochs", type=float, default=4.0)
+    ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--epochs", type=float, default=10.0)
     ap.add_argument("--ids", type=int, default=200)
     ap.add_argument("--per-id", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=int, default=16, help="IResNet-18 base width")
+    ap.add_argument("--loss", default="curricularface", help="margin loss of the trunk")
+    ap.add_argument("--recalibrate-bn", action="store_true",
+                    help="also report accuracy after re-estimating BN statistics at S only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -121,10 +155,27 @@ def main() -> None:
     pairs = builtin_pairs(100, 8, num_pairs=2000, size=S, seed=1)  # the demo's test pairs
     images = [pairs.images[i] for i in range(len(pairs.images))]
     for name in args.samplers.split(","):
-        run = train_trunk(name, x, faces.labels, args)
-        acc = evaluate(run.pop("model"), pairs, images)
-        print(json.dumps({"sampler": name, "epochs": args.epochs, **run, "accuracy": acc}),
-              flush=True)
+        first, _, then = name.partition(">")
+        run = train_trunk(first, x, faces.labels, args, args.epochs, args.lr)
+        model = run.pop("model")
+        acc = evaluate(model, pairs, images)
+        print(json.dumps({"sampler": first, "epochs": args.epochs, "width": args.width,
+                          "loss": args.loss, **{k: v for k, v in run.items() if k != "head"},
+                          "accuracy": acc}), flush=True)
+        if then:
+            run = train_trunk(then, x, faces.labels, args, args.finetune_epochs,
+                              args.finetune_lr, start=(model, run["head"]))
+            model = run.pop("model")
+            acc = evaluate(model, pairs, images)
+            print(json.dumps({"sampler": name, "finetune_epochs": args.finetune_epochs,
+                              "finetune_lr": args.finetune_lr,
+                              **{k: v for k, v in run.items() if k != "head"},
+                              "accuracy": acc}), flush=True)
+        if args.recalibrate_bn:
+            recalibrate_bn(model, x, S)
+            acc = evaluate(model, pairs, images)
+            print(json.dumps({"sampler": name, "bn_recalibrated_at": S, "accuracy": acc}),
+                  flush=True)
 
 
 if __name__ == "__main__":

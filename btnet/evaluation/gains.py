@@ -24,8 +24,10 @@ we report exactly the differences above, nothing averaged over settings unless a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 GAIN_KEYS = ("cross_vs_hr", "cross_vs_mr", "same_vs_hr", "same_vs_r")
 
@@ -93,6 +95,44 @@ def compute_gains(
                 if base_r and model != base_r and r1 != canonical:
                     g["same_vs_r"] = _diff(acc, model, base_r, setting)
             out[model][setting] = g
+    return out
+
+
+def baseline_of(key: str, setting: str, baselines: GainBaselines) -> str | None:
+    """The baseline row a gain ``key`` at ``setting`` is measured against."""
+    if key in ("cross_vs_hr", "same_vs_hr"):
+        return baselines.hr
+    if key == "cross_vs_mr":
+        return baselines.mr
+    return baselines.for_resolution(_parse(setting)[0])
+
+
+def paired_gain_errors(
+    gains: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+    folds: Mapping[str, Mapping[str, Sequence[float]]],
+    baselines: GainBaselines,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Standard error (points) of each gain, from the per-fold accuracy differences.
+
+    Both models are scored on the same pairs split into the same folds, so the fold-wise
+    difference is a paired sample: its standard error is much smaller than either model's
+    fold std, and a gain of more than about twice it is resolved by the test set. ``None``
+    where a cell lacks fold accuracies (or the folds differ in number).
+    """
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for model, per_setting in gains.items():
+        out[model] = {}
+        for setting, g in per_setting.items():
+            out[model][setting] = {}
+            for key, value in g.items():
+                base = baseline_of(key, setting, baselines)
+                a = folds.get(model, {}).get(setting)
+                b = folds.get(base, {}).get(setting) if base else None
+                err = None
+                if value is not None and a is not None and b is not None and len(a) == len(b) > 1:
+                    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+                    err = float(100.0 * d.std(ddof=1) / np.sqrt(len(d)))
+                out[model][setting][key] = err
     return out
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from btnet.evaluation.gains import GAIN_KEYS, GainBaselines, compute_gains
+from btnet.evaluation.gains import GAIN_KEYS, GainBaselines, compute_gains, paired_gain_errors
 from btnet.evaluation.verification import VerificationResult
 
 GAIN_LABELS = {
@@ -54,24 +54,36 @@ def build_verification_report(
         settings = _ordered([r.setting for r in rows])
         acc = {m: {r.setting: r.accuracy_mean for r in rows if r.model == m} for m in models}
         std = {m: {r.setting: r.accuracy_std for r in rows if r.model == m} for m in models}
+        folds = {m: {r.setting: r.metrics["fold_accuracies"] for r in rows
+                     if r.model == m and r.metrics.get("fold_accuracies")} for m in models}
+        gains = compute_gains(acc, baselines, canonical)
         report["datasets"][ds] = {
             "models": models,
             "settings": settings,
             "accuracy": acc,
             "accuracy_std": std,
-            "gains": compute_gains(acc, baselines, canonical),
+            "gains": gains,
+            "gain_se": paired_gain_errors(gains, folds, baselines),
             "cells": [r.to_dict() for r in rows],
         }
     return report
 
 
-def _fmt_gain(v: float | None) -> str:
-    return "–" if v is None else f"{v:+.2f}"
+def _fmt_gain(v: float | None, se: float | None = None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:+.2f}" if se is None else f"{v:+.2f} ± {se:.2f}"
 
 
-def render_markdown(report: Mapping, title: str = "Multi-resolution verification") -> str:
-    """Markdown tables: accuracy (mean ± std, %) then each gain that has values."""
+def render_markdown(report: Mapping, title: str = "Multi-resolution verification",
+                    notes: str = "") -> str:
+    """Markdown tables: accuracy (mean ± std, %) then each gain that has values.
+
+    ``notes`` (how the models were trained, say) goes under the title.
+    """
     lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes, ""]
     if report.get("canonical_size"):
         lines.append(f"Canonical size S = {report['canonical_size']}; setting r1&r2: first "
                      "image at r1 x r1, second at r2 x r2. Accuracy: 10-fold, mean ± std (%).")
@@ -88,14 +100,21 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
                              f"{100 * a:.2f} ± {100 * d['accuracy_std'][m][s]:.2f}")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+        se_all = d.get("gain_se", {})
         for key in GAIN_KEYS:
             rows = []
             for m in d["models"]:
                 vals = [d["gains"][m].get(s, {}).get(key) for s in settings]
+                ses = [se_all.get(m, {}).get(s, {}).get(key) for s in settings]
                 if any(v is not None for v in vals):
-                    rows.append(f"| {m} | " + " | ".join(_fmt_gain(v) for v in vals) + " |")
+                    rows.append(f"| {m} | " + " | ".join(_fmt_gain(v, e) for v, e in zip(vals, ses))
+                                + " |")
             if rows:
-                lines += [f"{GAIN_LABELS[key]}, points:", "",
+                paired = any(e is not None for m in se_all.values() for g in m.values()
+                             for e in g.values())
+                how = (" (± standard error of the paired per-fold difference: a gain above about "
+                       "twice it is resolved by this test set)") if paired else ""
+                lines += [f"{GAIN_LABELS[key]}, points{how}:", "",
                           "| model | " + " | ".join(settings) + " |",
                           "|---|" + "---:|" * len(settings), *rows, ""]
     return "\n".join(lines)
@@ -106,7 +125,7 @@ def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
     fars = sorted({k for d in report["datasets"].values() for c in d["cells"]
                    for k in c["metrics"].get("tar_at_far", {})}, key=float)
     header = ["dataset", "model", "setting", "r1", "r2", "accuracy_mean", "accuracy_std",
-              *[f"tar@far={f}" for f in fars], *GAIN_KEYS]
+              *[f"tar@far={f}" for f in fars], *GAIN_KEYS, *[f"{k}_se" for k in GAIN_KEYS]]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "w", newline="") as fh:
@@ -115,11 +134,13 @@ def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
         for ds, d in report["datasets"].items():
             for c in d["cells"]:
                 g = d["gains"][c["model"]].get(c["setting"], {})
+                se = d.get("gain_se", {}).get(c["model"], {}).get(c["setting"], {})
                 tars = c["metrics"].get("tar_at_far", {})
                 w.writerow([ds, c["model"], c["setting"], c["r1"], c["r2"],
                             f"{c['accuracy_mean']:.6f}", f"{c['accuracy_std']:.6f}",
                             *[("" if f not in tars else f"{tars[f]:.6f}") for f in fars],
-                            *[("" if g.get(k) is None else f"{g[k]:.4f}") for k in GAIN_KEYS]])
+                            *[("" if g.get(k) is None else f"{g[k]:.4f}") for k in GAIN_KEYS],
+                            *[("" if se.get(k) is None else f"{se[k]:.4f}") for k in GAIN_KEYS]])
     return p
 
 
@@ -180,13 +201,14 @@ def write_verification_report(
     canonical: int | None = None,
     plots: bool = True,
     title: str = "Multi-resolution verification",
+    notes: str = "",
 ) -> dict[str, Path | list[Path]]:
     """Write ``report.md``, ``results.csv``, ``results.json`` (and PNGs) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = build_verification_report(results, baselines, canonical)
     md = out / "report.md"
-    md.write_text(render_markdown(report, title))
+    md.write_text(render_markdown(report, title, notes))
     written: dict[str, Path | list[Path]] = {
         "markdown": md,
         "csv": write_csv(report, out / "results.csv"),

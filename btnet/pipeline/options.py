@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STAGE_NAMES = (
-    "trunk_hr", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
+    "trunk_hr", "trunk_hr_ft", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
     "btnet", "btnet_hr_trunk", "table3", "table4", "openset", "figure7",
 )
+
+
+MR_INITS = ("scratch", "hr")
 
 
 @dataclass
@@ -30,6 +33,11 @@ class StudyOptions:
     mm_epochs: float = 8.0
     batch_size: int = 128
     lr: float = 0.1
+    # how phi_mr trunks start: "scratch" (random init, trunk_epochs) or "hr" (the phi_hr
+    # trunk fine-tuned with the phi_mr recipe for mr_finetune_epochs at mr_finetune_lr)
+    mr_init: str = "scratch"
+    mr_finetune_epochs: float = 4.0
+    mr_finetune_lr: float = 0.01
     trunk_loss: str = "curricularface"
     branch_loss: str = "curricularface"  # the paper's influence loss
     seed: int = 0
@@ -47,6 +55,18 @@ class StudyOptions:
     # pairs + extra; built-in 3,000)
     eval_pairs: int | None = None
     flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mr_init not in MR_INITS:
+            raise ValueError(f"mr_init must be one of {', '.join(MR_INITS)}, not {self.mr_init!r}")
+
+    def mr_trunk_recipe(self) -> str:
+        """One line for reports: how the phi_mr trunks (and so BTNet's trunk) were trained."""
+        if self.mr_init == "hr":
+            return (f"phi_mr trunks: the phi_hr trunk ({self.trunk_epochs:g} epochs) fine-tuned "
+                    f"{self.mr_finetune_epochs:g} epochs with the phi_mr recipe at lr "
+                    f"{self.mr_finetune_lr:g} (mr_init=hr).")
+        return f"phi_mr trunks: trained from scratch, {self.trunk_epochs:g} epochs (mr_init=scratch)."
 
     @property
     def folder(self) -> Path:

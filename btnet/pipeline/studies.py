@@ -43,6 +43,7 @@ class Study:
         self.source: DataSource = resolve_source(opts)
         self._pairset = None
         self.models: dict[str, StageResult] = {}
+        self._trunks: dict[str, StageResult] = {}
 
     # --- training stages ---------------------------------------------------------------------
     def _train_config(self, recipe: str, name: str, epochs: float, loss: str, extra: dict) -> dict:
@@ -83,10 +84,39 @@ class Study:
         return self.cache.run(f"train_{cfg['recipe']}", self._cache_view(cfg), run, deps, label=name)
 
     def trunk(self, sampler: str) -> StageResult:
-        name = f"trunk_{sampler}"
-        cfg = self._train_config("trunk", name, self.opts.trunk_epochs, self.opts.trunk_loss,
-                                 {"data": {"sampler": sampler}})
-        return self.train_stage(name, cfg)
+        """A trunk trained from scratch with ``sampler``; asked twice, looked up once."""
+        if sampler not in self._trunks:
+            name = f"trunk_{sampler}"
+            cfg = self._train_config("trunk", name, self.opts.trunk_epochs, self.opts.trunk_loss,
+                                     {"data": {"sampler": sampler}})
+            self._trunks[sampler] = self.train_stage(name, cfg)
+        return self._trunks[sampler]
+
+    def mr_trunk(self, version: str = "v1") -> StageResult:
+        """The phi_mr trunk of ``version`` (v1, v2, v3), trained as ``opts.mr_init`` says.
+
+        ``hr``: start from the phi_hr trunk and fine-tune with the phi_mr recipe. At CPU
+        scale a phi_mr trunk trained from scratch settles on a weak, resolution-invariant
+        solution (it pays 8-13 points at full resolution); the warm start keeps what phi_hr
+        learned (docs/results.md).
+        """
+        if self.opts.mr_init == "scratch":
+            return self.trunk(f"mr_{version}")
+        return self.finetuned_hr(f"mr_{version}")
+
+    def finetuned_hr(self, sampler: str) -> StageResult:
+        """The phi_hr trunk fine-tuned with ``sampler`` (mr_finetune_epochs at mr_finetune_lr).
+
+        With ``hr`` it is the control for the warm-started phi_mr trunks: the same extra
+        epochs, at full resolution only.
+        """
+        o = self.opts
+        hr = self.trunk("hr")
+        name = f"trunk_{sampler}_from_hr"
+        cfg = self._train_config("trunk", name, o.mr_finetune_epochs, o.trunk_loss, {
+            "data": {"sampler": sampler}, "model": {"init_from": hr.outputs["model"]},
+            "optim": {"lr": o.mr_finetune_lr}})
+        return self.train_stage(name, cfg, [hr])
 
     def branches(self, trunk: StageResult, name: str = "btnet", resolutions: list[int] | None = None,
                  loss: str | None = None, **switches: Any) -> StageResult:
@@ -174,24 +204,29 @@ class Study:
 
 
 HR_TRUNK_BTNET = "BTNet on phi_hr"  # the same branches on the phi_hr trunk (``trunks`` study)
+HR_FINETUNED = "phi_hr_ft"  # with mr_init=hr: phi_hr fine-tuned like phi_mr, at full resolution
 
 
 def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = None) -> Path:
     """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk); ``models``
-    may also ask for ``HR_TRUNK_BTNET``."""
+    may also ask for ``HR_TRUNK_BTNET``. With mr_init=hr the default adds ``HR_FINETUNED``, the
+    control for the warm-started trunks' extra epochs."""
     from btnet.evaluation.gains import GainBaselines
     from btnet.evaluation.report import write_verification_report
 
     study = Study(opts, echo)
-    wanted = models or ("phi_hr", "phi_mm", "phi_mr_v1", "phi_mr_v2", "phi_mr_v3", "BTNet")
+    wanted = models or ("phi_hr", "phi_mm", "phi_mr_v1", "phi_mr_v2", "phi_mr_v3", "BTNet",
+                        *((HR_FINETUNED,) if opts.mr_init == "hr" else ()))
     start = time.perf_counter()
     evals: list[StageResult] = []
     stages: dict[str, StageResult] = {}
     if "phi_hr" in wanted and opts.wants("trunk_hr"):
         stages["phi_hr"] = study.trunk("hr")
+    if HR_FINETUNED in wanted and opts.mr_init == "hr" and opts.wants("trunk_hr_ft"):
+        stages[HR_FINETUNED] = study.finetuned_hr("hr")
     for v in ("v1", "v2", "v3"):
         if (f"phi_mr_{v}" in wanted or (v == "v1" and "BTNet" in wanted)) and opts.wants(f"trunk_mr_{v}"):
-            stages[f"phi_mr_{v}"] = study.trunk(f"mr_{v}")
+            stages[f"phi_mr_{v}"] = study.mr_trunk(v)
     if "phi_mm" in wanted and opts.wants("mm"):
         stages["phi_mm"] = study.mm_models(stages.get("phi_hr"))
     if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
@@ -207,7 +242,11 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
     baselines = GainBaselines(hr="phi_hr" if "phi_hr" in stages else None, mr=mr,
                               r="phi_mm" if "phi_mm" in stages else None)
     written = write_verification_report(results, report_dir, baselines, opts.canonical,
-                                        title=f"Table 1 ({study.source.description})")
+                                        title=f"Table 1 ({study.source.description})",
+                                        notes=opts.mr_trunk_recipe() + (
+                                            f" {HR_FINETUNED}: phi_hr fine-tuned the same way at "
+                                            "full resolution only, the control for those extra "
+                                            "epochs." if HR_FINETUNED in stages else ""))
     cost = _cost_section(study, stages.get("BTNet"), results)
     study.write_summary(report_dir, {"seconds": time.perf_counter() - start, "cost": cost})
     echo(f"report: {written['markdown']}")
@@ -301,7 +340,7 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
     study = Study(opts, echo)
     r = 14 if 14 in opts.resolutions else sorted(opts.resolutions)[len(opts.resolutions) // 2]
     settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
-    trunk = study.trunk("mr_v1")
+    trunk = study.mr_trunk("v1")
     results, rows = [], []
     for i, (label, switches) in enumerate(TABLE3_ROWS):
         if switches is None:
@@ -315,7 +354,8 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
         rows.append([label, *_acc_cells(res, label, settings),
                      "–" if stored is None else f"{stored / 1e6:.3f}M"])
     body = (f"Resolution r = {r}, canonical size S = {opts.canonical}, trunk: phi_mr v1; data: "
-            f"{study.source.description}. Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{study.source.description}. {opts.mr_trunk_recipe()} "
+            "Accuracy (%) mean ± std over 10 folds.\n\n"
             + _md_table(["training method", *settings, "stored params"], rows))
     return _finish(study, study.root / "report", "Table 3: training methods", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -326,7 +366,7 @@ def run_table4(opts: StudyOptions, echo=print) -> Path:
     from btnet.evaluation.verification import default_settings
 
     study = Study(opts, echo)
-    trunk = study.trunk("mr_v1")
+    trunk = study.mr_trunk("v1")
     settings = [s.name for s in default_settings(opts.canonical, opts.resolutions)]
     rows, results = [], []
     for loss in ("cosface", "arcface", "curricularface"):
@@ -335,7 +375,7 @@ def run_table4(opts: StudyOptions, echo=print) -> Path:
         results += res
         rows.append([loss, *_acc_cells(res, f"BTNet ({loss})", settings)])
     body = (f"Branches on the phi_mr v1 trunk; data: {study.source.description}. "
-            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{opts.mr_trunk_recipe()} Accuracy (%) mean ± std over 10 folds.\n\n"
             + _md_table(["influence loss", *settings], rows))
     return _finish(study, study.root / "report", "Table 4: influence loss", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -346,14 +386,15 @@ def run_trunks(opts: StudyOptions, echo=print) -> Path:
     from btnet.evaluation.report import write_verification_report
 
     study = Study(opts, echo)
-    hr, mr = study.trunk("hr"), study.trunk("mr_v1")
+    hr, mr = study.trunk("hr"), study.mr_trunk("v1")
     stages = {"phi_hr": hr, "phi_mr_v1": mr,
               HR_TRUNK_BTNET: study.branches(hr, name="btnet_hr_trunk"),
               "BTNet on phi_mr_v1": study.branches(mr)}
     results = study.results([study.evaluate(k, v) for k, v in stages.items()])
     report_dir = study.root / "report"
     written = write_verification_report(results, report_dir, None, opts.canonical,
-                                        title="Trunk choice: BTNet on phi_hr vs on phi_mr")
+                                        title="Trunk choice: BTNet on phi_hr vs on phi_mr",
+                                        notes=opts.mr_trunk_recipe())
     study.write_summary(report_dir, {})
     echo(f"report: {written['markdown']}")
     return report_dir
@@ -364,7 +405,7 @@ def run_table2(opts: StudyOptions, echo=print) -> Path:
     from btnet.evaluation.identification import STRATEGIES
 
     study = Study(opts, echo)
-    hr, mr = study.trunk("hr"), study.trunk("mr_v1")
+    hr, mr = study.trunk("hr"), study.mr_trunk("v1")
     bt = study.branches(mr)
     params = {"data": study.source.test_params(opts), "seed": opts.seed}
 
@@ -409,7 +450,7 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     from btnet.models import BTNet, build_backbone
 
     study = Study(opts, echo)
-    trunk = study.trunk("mr_v1")
+    trunk = study.mr_trunk("v1")
     probe = BTNet(build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
                                                if k != "arch"}), ())
     rows, points = [], []
@@ -430,7 +471,8 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     _plot_figure7(points, opts.canonical, report_dir / "figure7.png")
     body = (f"Branches on the phi_mr v1 trunk, coupled at every unit with an r x r output; "
-            f"data: {study.source.description}. Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"data: {study.source.description}. {opts.mr_trunk_recipe()} "
+            "Accuracy (%) mean ± std over 10 folds.\n\n"
             + _md_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
             + "\n\n![figure 7](figure7.png)")
     return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)

@@ -34,6 +34,10 @@ class ModelConfig:
     width: int = 64  # base channel count of the first stage
     embedding_size: int = 512
     sync_bn: bool = True  # under DDP, BatchNorm statistics over the global batch
+    # trunk recipe: start from these weights (a stored model folder, a training output folder
+    # or an arcface_torch backbone.pth) instead of a random init; the stored classifier is
+    # reused when it has as many classes as the training set (warm start / fine-tuning)
+    init_from: str = ""
 
 
 @dataclass
@@ -261,6 +265,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"schedule.name must be poly, cosine or constant, not {cfg.schedule.name!r}")
     if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
         raise ConfigError("set train.epochs or train.max_steps to a positive value")
+    if cfg.model.init_from and cfg.recipe != "trunk":
+        raise ConfigError(f"model.init_from applies to the trunk recipe only, not {cfg.recipe!r} "
+                          "(branches start from branch.trunk)")
     if cfg.recipe == "branch" and not cfg.branch.trunk:
         raise ConfigError("the branch recipe needs branch.trunk (a trained trunk file or folder)")
     return cfg

@@ -220,6 +220,41 @@ def _meta(cfg: Config, **extra: Any) -> dict:
             "sampler": cfg.data.sampler, "train_set": cfg.data.train, **extra}
 
 
+def warm_start(cfg: Config, backbone: Backbone, head: MarginHead) -> str:
+    """Load ``model.init_from`` into ``backbone`` (strict) and, if it fits, into ``head``.
+
+    Why: at small scale a trunk trained from scratch on multi-resolution data settles on a
+    weak resolution-invariant solution; starting it from a trained high-resolution model keeps
+    what that model learned (docs/results.md). Returns a one-line account for the log.
+    """
+    from btnet.io.model_store import load_arcface_backbone, load_model
+
+    source = Path(cfg.model.init_from)
+    classifier = None
+    if source.is_file() and source.suffix in (".pth", ".pt"):
+        state = load_arcface_backbone(source, cfg.model.arch, input_size=cfg.model.input_size,
+                                      embedding_size=cfg.model.embedding_size).state_dict()
+    else:
+        stored = load_model(resolve_model_folder(source))
+        trunk = stored.model.trunk if stored.kind == "btnet" else stored.model
+        state = trunk.state_dict()
+        # class i means the same person only on the same training set
+        if stored.meta.get("train_set") == cfg.data.train:
+            classifier = stored.classifier
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"model.init_from={source} does not fit model.* of this config "
+                          f"({str(exc).splitlines()[0]})") from exc
+    weight = None if classifier is None else classifier.get("weight")
+    if weight is not None and tuple(weight.shape) == tuple(head.classifier.weight.shape):
+        with torch.no_grad():
+            head.classifier.weight.copy_(weight)
+        return f"trunk and classifier initialised from {source}"
+    return (f"trunk initialised from {source}; classifier starts fresh (none stored for "
+            "this training set and class count)")
+
+
 def build_trunk_recipe(cfg: Config, dataset) -> Recipe:
     from btnet.inference.encoders import UpsamplingEncoder
     from btnet.io.model_store import save_backbone
@@ -228,10 +263,13 @@ def build_trunk_recipe(cfg: Config, dataset) -> Recipe:
     backbone = _backbone(cfg)
     head = MarginHead(backbone.embedding_size, dataset.num_classes,
                       build_margin_loss(cfg.loss.name, cfg.loss.s, cfg.loss.m))
+    init = warm_start(cfg, backbone, head) if cfg.model.init_from else "random init"
+    log.info("trunk %s: %s", cfg.run_name(), init)
     task = ClassifierTask(backbone, head)
 
     def save(folder: Path) -> Path:
-        return save_backbone(backbone, folder, meta=_meta(cfg, num_classes=dataset.num_classes),
+        return save_backbone(backbone, folder, meta=_meta(cfg, num_classes=dataset.num_classes,
+                                                          init=init),
                              classifier=_classifier_state(head.classifier))
 
     return Recipe(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from evalfakes import FakeEncoder, synthetic_pairset
 
-from btnet.evaluation.gains import GainBaselines, compute_gains, mean_gains
+from btnet.evaluation.gains import GainBaselines, compute_gains, mean_gains, paired_gain_errors
 from btnet.evaluation.report import build_verification_report, write_verification_report
 from btnet.evaluation.verification import (
     Setting,
@@ -108,6 +108,15 @@ def test_gains_by_hand():
     assert mean_gains(g)["btnet"]["same_vs_hr"] == pytest.approx((20.0 - 0.5) / 2)
 
 
+def test_paired_gain_error_by_hand():
+    gains = {"m": {"56&7": {"cross_vs_hr": 2.0, "cross_vs_mr": None}}}
+    folds = {"m": {"56&7": [0.80, 0.82, 0.81]}, "hr": {"56&7": [0.79, 0.80, 0.78]}}
+    se = paired_gain_errors(gains, folds, GainBaselines(hr="hr", mr="mr"))
+    d = np.array([0.01, 0.02, 0.03])
+    assert se["m"]["56&7"]["cross_vs_hr"] == pytest.approx(100 * d.std(ddof=1) / np.sqrt(3))
+    assert se["m"]["56&7"]["cross_vs_mr"] is None  # no gain, no error
+
+
 def test_table1_report_files(tmp_path):
     ps = synthetic_pairset(n_ids=15, per_id=3, n_pairs=40)
     encoders = {"btnet": FakeEncoder(seed=0), "phi_hr": FakeEncoder(seed=0, grid=2),
@@ -126,8 +135,13 @@ def test_table1_report_files(tmp_path):
         acc[r.model][r.setting] = r.accuracy_mean
     expect = 100 * (acc["btnet"]["56&7"] - acc["phi_hr"]["56&7"])
     assert d["gains"]["btnet"]["56&7"]["cross_vs_hr"] == pytest.approx(expect)
+    folds = {r.model: np.array(r.metrics["fold_accuracies"]) for r in res if r.setting == "56&7"}
+    diff = folds["btnet"] - folds["phi_hr"]
+    assert d["gain_se"]["btnet"]["56&7"]["cross_vs_hr"] == pytest.approx(
+        100 * diff.std(ddof=1) / np.sqrt(4))
+    assert f"{expect:+.2f} ± {100 * diff.std(ddof=1) / 2:.2f}" in md and "paired" in md
     rows = list(csv.DictReader(open(out["csv"])))
-    assert len(rows) == 9 and "tar@far=0.1" in rows[0]
+    assert len(rows) == 9 and "tar@far=0.1" in rows[0] and "cross_vs_hr_se" in rows[0]
     assert all(p.exists() and p.stat().st_size > 1000 for p in out["plots"])
     assert any("acc_vs_res" in p.name for p in out["plots"])
     rep = build_verification_report(res, base, 56)

@@ -91,6 +91,32 @@ def test_demo_pipeline_tiny_end_to_end_and_cached(tmp_path):
                  if line.startswith("[run]"))
     assert ran == ["btnet", "btnet_hr_trunk", "eval_BTNet", "eval_BTNet on phi_hr"]
 
+    # the demo's phi_mr trunk is phi_hr fine-tuned: its options recompute it and what uses it,
+    # never phi_hr or the branches on phi_hr
+    lines.clear()
+    changed = demo_options(out=str(tmp_path / "demo"), **{**TINY, "branch_epochs": 2.0,
+                                                          "mr_finetune_lr": 0.02})
+    run_demo(changed, echo=lines.append)
+    ran = sorted(line.split(maxsplit=1)[1].rsplit(" (", 1)[0] for line in lines
+                 if line.startswith("[run]"))
+    assert ran == ["btnet", "eval_BTNet", "eval_phi_mr_v1", "trunk_mr_v1_from_hr"]
+    md = (report / "report.md").read_text()
+    assert "fine-tuned 4 epochs with the phi_mr recipe at lr 0.02 (mr_init=hr)" in md
+
+
+def test_mr_init_from_scratch_trains_phi_mr_alone(tmp_path):
+    """mr_init=scratch: the phi_mr trunk does not depend on phi_hr (the paper's literal recipe)."""
+    from btnet.pipeline.options import StudyOptions
+    from btnet.pipeline.studies import Study
+
+    with pytest.raises(ValueError, match="mr_init"):
+        StudyOptions(mr_init="warm")
+    study = Study(StudyOptions(out=str(tmp_path / "s"), mr_init="scratch", **TINY))
+    calls = []
+    study.train_stage = lambda name, cfg, deps=(): calls.append((name, cfg, list(deps))) or name
+    assert study.mr_trunk("v2") == "trunk_mr_v2" and calls[0][2] == []
+    assert calls[0][1]["data"]["sampler"] == "mr_v2" and "init_from" not in calls[0][1]["model"]
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["table3", "figure7"])

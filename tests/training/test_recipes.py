@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from btnet.io.model_store import load_model
-from btnet.losses import NormalizedClassifier
+from btnet.losses import MarginHead, NormalizedClassifier, build_margin_loss
 from btnet.models import BTNet, build_backbone
 from btnet.training import ConfigError, train
 from btnet.training.recipes import BranchTask
@@ -147,3 +147,45 @@ def test_cli_help_lists_recipes_and_wrong_key_exits_2(capsys):
     assert all(name in text for name in ("trunk", "mm", "branch"))
     assert main(["train", "configs/cpu/trunk_hr.yaml", "--set", "optim.lrr=1"]) == 2
     assert "valid keys in optim" in capsys.readouterr().err
+
+
+def test_warm_start_loads_trunk_and_matching_classifier(tmp_path, tiny, tiny_trunk):
+    from btnet.training.config import config_from_dict
+    from btnet.training.recipes import open_training_set, warm_start
+
+    stored = load_model(tiny_trunk.model_path)
+    cfg = config_from_dict(tiny(model={"init_from": str(tiny_trunk.output_dir)}))
+    backbone = build_backbone("iresnet18", input_size=28, width=8, embedding_size=32)
+    head = MarginHead(32, 8, build_margin_loss("arcface"))
+    assert "classifier" in warm_start(cfg, backbone, head)
+    for k, v in stored.model.state_dict().items():
+        assert torch.equal(backbone.state_dict()[k], v), k
+    assert torch.equal(head.classifier.weight, stored.classifier["weight"])
+    assert open_training_set(cfg.data.train, 28).num_classes == 8
+
+    # another training set: same class count, but class i is someone else; the head starts fresh
+    other = config_from_dict(tiny(model={"init_from": str(tiny_trunk.output_dir)},
+                                  data={"train": "builtin:ids=8,per_id=4,seed=4"}))
+    fresh = head.classifier.weight.detach().clone().mul_(0)
+    with torch.no_grad():
+        head.classifier.weight.zero_()
+    assert "starts fresh" in warm_start(other, backbone, head)
+    assert torch.equal(head.classifier.weight, fresh)
+
+
+def test_warm_started_trunk_trains_from_the_stored_weights(tmp_path, tiny, tiny_trunk):
+    cfg = tiny(model={"init_from": str(tiny_trunk.model_path)}, optim={"lr": 0.0},
+               train={"max_steps": 2, "ckpt_every": 0})
+    res = train(cfg, output_dir=tmp_path / "ft")
+    before, after = load_model(tiny_trunk.model_path), load_model(res.model_path)
+    # lr 0: weights (not BN statistics, which follow the batches) are those it started from
+    for (k, v), w in zip(before.model.named_parameters(), after.model.parameters()):
+        assert torch.allclose(v, w, atol=1e-6), k
+    assert "initialised from" in after.meta["init"]
+    wrong = tiny(model={"init_from": str(tiny_trunk.model_path), "width": 4},
+                 train={"max_steps": 1})
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(wrong, output_dir=tmp_path / "wrong")
+    with pytest.raises(ConfigError, match="trunk recipe only"):
+        train(tiny(recipe="mm", model={"init_from": str(tiny_trunk.model_path)}),
+              output_dir=tmp_path / "mm")
