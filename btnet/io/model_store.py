@@ -178,7 +178,8 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source
 
 
 def load_arcface_backbone(
-    path: str | Path, arch: str = "iresnet50", *, input_size: int = 112, embedding_size: int = 512
+    path: str | Path, arch: str = "iresnet50", *, input_size: int = 112, embedding_size: int = 512,
+    width: int | None = None,
 ) -> Backbone:
     """Load an arcface_torch ``backbone.pth`` (a plain state dict) with ``strict=True``.
 
@@ -195,6 +196,7 @@ def load_arcface_backbone(
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    backbone = build_backbone(arch, input_size=input_size, embedding_size=embedding_size)
+    kwargs = {} if width is None else {"width": width}  # arcface_torch itself: always 64
+    backbone = build_backbone(arch, input_size=input_size, embedding_size=embedding_size, **kwargs)
     _load_strict(backbone, state, path)
     return backbone.eval()

@@ -232,8 +232,10 @@ def warm_start(cfg: Config, backbone: Backbone, head: MarginHead) -> str:
     source = Path(cfg.model.init_from)
     classifier = None
     if source.is_file() and source.suffix in (".pth", ".pt"):
+        width = cfg.model.width if cfg.model.arch.startswith(("iresnet", "r")) else None
         state = load_arcface_backbone(source, cfg.model.arch, input_size=cfg.model.input_size,
-                                      embedding_size=cfg.model.embedding_size).state_dict()
+                                      embedding_size=cfg.model.embedding_size,
+                                      width=width).state_dict()
     else:
         stored = load_model(resolve_model_folder(source))
         trunk = stored.model.trunk if stored.kind == "btnet" else stored.model

@@ -182,6 +182,14 @@ def test_warm_started_trunk_trains_from_the_stored_weights(tmp_path, tiny, tiny_
     for (k, v), w in zip(before.model.named_parameters(), after.model.parameters()):
         assert torch.allclose(v, w, atol=1e-6), k
     assert "initialised from" in after.meta["init"]
+    # an arcface_torch-style backbone.pth (a plain state dict) works the same way
+    torch.save(before.model.state_dict(), tmp_path / "backbone.pth")
+    from_pth = tiny(model={"init_from": str(tmp_path / "backbone.pth")}, optim={"lr": 0.0},
+                    train={"max_steps": 1, "ckpt_every": 0})
+    res = train(from_pth, output_dir=tmp_path / "pth")
+    assert "classifier starts fresh" in load_model(res.model_path).meta["init"]
+    for (k, v), w in zip(before.model.named_parameters(), load_model(res.model_path).model.parameters()):
+        assert torch.allclose(v, w, atol=1e-6), k
     wrong = tiny(model={"init_from": str(tiny_trunk.model_path), "width": 4},
                  train={"max_steps": 1})
     with pytest.raises(ConfigError, match="does not fit"):
