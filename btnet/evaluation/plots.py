@@ -89,11 +89,21 @@ def plot_accuracy_vs_resolution(
     groups = list(series)
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 4),
                              squeeze=False)
+    # one colour per model across all panels, so a reader can follow a model from one to the next
+    models: list[str] = []
+    for group in groups:
+        models += [m for m in series[group] if m not in models]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {m: cycle[i % len(cycle)] for i, m in enumerate(models)}
     for ax, group in zip(axes[0], groups):
+        ticks: set[int] = set()
         for model, pts in series[group].items():
             rs = sorted(pts)
-            ax.plot(rs, [pts[r] for r in rs], marker="o", label=model)
+            ticks.update(rs)
+            ax.plot(rs, [pts[r] for r in rs], marker="o", label=model, color=colour[model])
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [str(r) for r in sorted(ticks)])
+        ax.minorticks_off()
         ax.set_xlabel("resolution r (pixels)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {group}")

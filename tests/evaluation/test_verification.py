@@ -146,3 +146,26 @@ def test_table1_report_files(tmp_path):
     assert any("acc_vs_res" in p.name for p in out["plots"])
     rep = build_verification_report(res, base, 56)
     assert rep["datasets"]["synthetic"]["models"] == ["btnet", "phi_hr", "phi_mr"]
+
+
+def test_accuracy_vs_resolution_keeps_one_colour_per_model(tmp_path, monkeypatch):
+    """A model missing from one panel (phi_mm has no S&r) must not shift the others' colours."""
+    from btnet.evaluation import plots
+
+    figures = []
+    real_save = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    series = {"S&r": {"hr": {7: 60.0, 14: 80.0}, "btnet": {7: 75.0, 14: 84.0}},
+              "r&r": {"hr": {7: 70.0, 14: 80.0}, "mm": {7: 72.0, 14: 81.0},
+                      "btnet": {7: 76.0, 14: 83.0}}}
+    path = plots.plot_accuracy_vs_resolution(series, tmp_path / "acc.png")
+    assert path.stat().st_size > 1000
+    colours = [{ln.get_label(): ln.get_color() for ln in ax.get_lines()} for ax in figures[0].axes]
+    assert colours[0]["btnet"] == colours[1]["btnet"] and colours[0]["hr"] == colours[1]["hr"]
+    assert len(set(colours[1].values())) == 3
+    assert [t.get_text() for t in figures[0].axes[0].get_xticklabels()] == ["7", "14"]
