@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train phi_hr, phi_mr and BTNet on built-in faces and write a Table-1 report",
         description=(
             "The whole method on a laptop: generate built-in faces, train phi_hr, phi_mr and "
-            "BTNet branches 7/14/28 on the phi_mr trunk (and on the phi_hr trunk), CPU-sized "
+            "BTNet branches 7/14/28 on the phi_mr trunk, CPU-sized "
             "IResNet-18, evaluate the Table-1 matrix with gains and the cost table, and write "
             "a report folder (Markdown, PNG, JSON) in about 7 minutes on two cores. The phi_mr "
             "trunk is phi_hr fine-tuned with the phi_mr recipe (--mr-init hr). "

@@ -67,32 +67,32 @@ def test_demo_pipeline_tiny_end_to_end_and_cached(tmp_path):
     lines: list[str] = []
     report = run_demo(opts, echo=lines.append)
     md = (report / "report.md").read_text()
-    for model in ("phi_hr", "phi_mr_v1", "BTNet", "BTNet on phi_hr"):
+    for model in ("phi_hr", "phi_mr_v1", "BTNet"):
         assert model in md
     for setting in ("28&7", "28&14", "7&7", "14&14", "28&28"):
         assert setting in md
     assert "## Cost" in md and (report / "figure5_accuracy_vs_macs.png").is_file()
     data = json.loads((report / "results.json").read_text())
     table = next(iter(data["datasets"].values()))
-    assert set(table["models"]) == {"phi_hr", "phi_mr_v1", "BTNet", "BTNet on phi_hr"}
+    assert set(table["models"]) == {"phi_hr", "phi_mr_v1", "BTNet"}
     assert table["gains"]["BTNet"]["28&7"]["cross_vs_hr"] is not None
-    assert table["gains"]["BTNet on phi_hr"]["28&7"]["cross_vs_hr"] is not None
-    assert sum(line.startswith("[run]") for line in lines) == 8  # 4 trainings + 4 evaluations
+    assert table["gain_se"]["BTNet"]["28&7"]["cross_vs_hr"] is not None
+    assert sum(line.startswith("[run]") for line in lines) == 6  # 3 trainings + 3 evaluations
 
     lines.clear()
     run_demo(opts, echo=lines.append)  # re-run: nothing recomputed
     assert not any(line.startswith("[run]") for line in lines)
-    assert sum(line.startswith("[cached]") for line in lines) == 8
+    assert sum(line.startswith("[cached]") for line in lines) == 6
 
     lines.clear()
     changed = demo_options(out=str(tmp_path / "demo"), **{**TINY, "branch_epochs": 2.0})
     run_demo(changed, echo=lines.append)  # only the branches and their evaluations depend on it
     ran = sorted(line.split(maxsplit=1)[1].rsplit(" (", 1)[0] for line in lines
                  if line.startswith("[run]"))
-    assert ran == ["btnet", "btnet_hr_trunk", "eval_BTNet", "eval_BTNet on phi_hr"]
+    assert ran == ["btnet", "eval_BTNet"]
 
     # the demo's phi_mr trunk is phi_hr fine-tuned: its options recompute it and what uses it,
-    # never phi_hr or the branches on phi_hr
+    # never phi_hr
     lines.clear()
     changed = demo_options(out=str(tmp_path / "demo"), **{**TINY, "branch_epochs": 2.0,
                                                           "mr_finetune_lr": 0.02})
