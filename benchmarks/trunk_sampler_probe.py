@@ -83,7 +83,7 @@ def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args, epochs: f
     per_epoch = len(x) // args.batch_size
     total = int(epochs * per_epoch)
     warm = max(1, int(min(1.0, epochs / 8) * per_epoch))
-    start, losses, step = time.time(), [], 0
+    t0, losses, step = time.time(), [], 0
     while step < total:
         order = rng.permutation(len(x))
         for b in range(min(per_epoch, total - step)):
@@ -105,13 +105,14 @@ def train_trunk(sampler_name: str, x: np.ndarray, y: np.ndarray, args, epochs: f
             opt.step()
             losses.append(loss.item())
             step += 1
-    return {"seconds": round(time.time() - start, 1),
+    return {"seconds": round(time.time() - t0, 1),
             "final_loss": round(float(np.mean(losses[-10:])), 2), "model": model,
             "head": head}
 
 
 @torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, x: np.ndarray, size: int, batches: int = 20) -> None:
+def recalibrate_bn(model: torch.nn.Module, x: np.ndarray, size: int, batches: int = 20,
+                   batch_size: int = 128) -> None:
     """Re-estimate BatchNorm running statistics on training faces at one size only.
 
     A phi_mr trunk's statistics average over five resolutions; this asks how much of its
@@ -124,7 +125,7 @@ def recalibrate_bn(model: torch.nn.Module, x: np.ndarray, size: int, batches: in
     model.train()
     rng = np.random.default_rng(123)
     for _ in range(batches):
-        idx = rng.choice(len(x), 128, replace=False)
+        idx = rng.choice(len(x), min(batch_size, len(x)), replace=False)
         ims = [x[i] if size == S else degrade(x[i], size, restore_to=S) for i in idx]
         model(to_tensor(ims))
     for m in bns:
@@ -157,22 +158,20 @@ def main() -> None:
     for name in args.samplers.split(","):
         first, _, then = name.partition(">")
         run = train_trunk(first, x, faces.labels, args, args.epochs, args.lr)
-        model = run.pop("model")
+        model, head = run.pop("model"), run.pop("head")
         acc = evaluate(model, pairs, images)
         print(json.dumps({"sampler": first, "epochs": args.epochs, "width": args.width,
-                          "loss": args.loss, **{k: v for k, v in run.items() if k != "head"},
-                          "accuracy": acc}), flush=True)
+                          "loss": args.loss, **run, "accuracy": acc}), flush=True)
         if then:
             run = train_trunk(then, x, faces.labels, args, args.finetune_epochs,
-                              args.finetune_lr, start=(model, run["head"]))
-            model = run.pop("model")
+                              args.finetune_lr, start=(model, head))
+            model, head = run.pop("model"), run.pop("head")
             acc = evaluate(model, pairs, images)
             print(json.dumps({"sampler": name, "finetune_epochs": args.finetune_epochs,
-                              "finetune_lr": args.finetune_lr,
-                              **{k: v for k, v in run.items() if k != "head"},
-                              "accuracy": acc}), flush=True)
+                              "finetune_lr": args.finetune_lr, **run, "accuracy": acc}),
+                  flush=True)
         if args.recalibrate_bn:
-            recalibrate_bn(model, x, S)
+            recalibrate_bn(model, x, S, batch_size=args.batch_size)
             acc = evaluate(model, pairs, images)
             print(json.dumps({"sampler": name, "bn_recalibrated_at": S, "accuracy": acc}),
                   flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from btnet.pipeline.options import STAGE_NAMES
+from btnet.pipeline.options import MR_INITS, STAGE_NAMES
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunk-epochs", type=float)
     p.add_argument("--branch-epochs", type=float)
     p.add_argument("--mm-epochs", type=float)
-    p.add_argument("--mr-init", choices=("scratch", "hr"),
+    p.add_argument("--mr-init", choices=MR_INITS,
                    help="how phi_mr trunks (BTNet's trunk) start: from scratch, or from the "
                    "phi_hr trunk fine-tuned with the phi_mr recipe (demo default: hr)")
     p.add_argument("--mr-finetune-epochs", type=float,

@@ -66,6 +66,15 @@ def _diff(acc: Mapping[str, Mapping[str, float]], model: str, base: str | None, 
     return 100.0 * (acc[model][setting] - acc[base][setting])
 
 
+def baseline_of(key: str, setting: str, baselines: GainBaselines) -> str | None:
+    """The baseline row a gain ``key`` at ``setting`` is measured against."""
+    if key in ("cross_vs_hr", "same_vs_hr"):
+        return baselines.hr
+    if key == "cross_vs_mr":
+        return baselines.mr
+    return baselines.for_resolution(_parse(setting)[0])
+
+
 def compute_gains(
     acc: Mapping[str, Mapping[str, float]],
     baselines: GainBaselines,
@@ -82,29 +91,17 @@ def compute_gains(
         out[model] = {}
         for setting in row:
             r1, r2 = _parse(setting)
-            g: dict[str, float | None] = {}
             if r1 != r2:
-                if baselines.hr and model != baselines.hr:
-                    g["cross_vs_hr"] = _diff(acc, model, baselines.hr, setting)
-                if baselines.mr and model != baselines.mr:
-                    g["cross_vs_mr"] = _diff(acc, model, baselines.mr, setting)
+                keys: tuple[str, ...] = ("cross_vs_hr", "cross_vs_mr")
             else:
-                if baselines.hr and model != baselines.hr:
-                    g["same_vs_hr"] = _diff(acc, model, baselines.hr, setting)
-                base_r = baselines.for_resolution(r1)
-                if base_r and model != base_r and r1 != canonical:
-                    g["same_vs_r"] = _diff(acc, model, base_r, setting)
+                keys = ("same_vs_hr", "same_vs_r") if r1 != canonical else ("same_vs_hr",)
+            g: dict[str, float | None] = {}
+            for key in keys:
+                base = baseline_of(key, setting, baselines)
+                if base and model != base:
+                    g[key] = _diff(acc, model, base, setting)
             out[model][setting] = g
     return out
-
-
-def baseline_of(key: str, setting: str, baselines: GainBaselines) -> str | None:
-    """The baseline row a gain ``key`` at ``setting`` is measured against."""
-    if key in ("cross_vs_hr", "same_vs_hr"):
-        return baselines.hr
-    if key == "cross_vs_mr":
-        return baselines.mr
-    return baselines.for_resolution(_parse(setting)[0])
 
 
 def paired_gain_errors(

@@ -101,6 +101,9 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
         se_all = d.get("gain_se", {})
+        paired = any(e is not None for m in se_all.values() for g in m.values() for e in g.values())
+        how = (" (± standard error of the paired per-fold difference: a gain above about twice "
+               "it is resolved by this test set)") if paired else ""
         for key in GAIN_KEYS:
             rows = []
             for m in d["models"]:
@@ -110,10 +113,6 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
                     rows.append(f"| {m} | " + " | ".join(_fmt_gain(v, e) for v, e in zip(vals, ses))
                                 + " |")
             if rows:
-                paired = any(e is not None for m in se_all.values() for g in m.values()
-                             for e in g.values())
-                how = (" (± standard error of the paired per-fold difference: a gain above about "
-                       "twice it is resolved by this test set)") if paired else ""
                 lines += [f"{GAIN_LABELS[key]}, points{how}:", "",
                           "| model | " + " | ".join(settings) + " |",
                           "|---|" + "---:|" * len(settings), *rows, ""]

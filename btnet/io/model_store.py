@@ -177,11 +177,8 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         raise ValueError(f"{source}: does not fit the architecture in {MODEL_JSON} ({exc})") from exc
 
 
-def load_arcface_backbone(
-    path: str | Path, arch: str = "iresnet50", *, input_size: int = 112, embedding_size: int = 512,
-    width: int | None = None,
-) -> Backbone:
-    """Load an arcface_torch ``backbone.pth`` (a plain state dict) with ``strict=True``.
+def read_arcface_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an arcface_torch ``backbone.pth`` (``module.`` prefixes removed).
 
     ``weights_only=True`` makes torch refuse anything but tensors and containers, so a malicious
     checkpoint cannot run code.
@@ -196,7 +193,14 @@ def load_arcface_backbone(
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    kwargs = {} if width is None else {"width": width}  # arcface_torch itself: always 64
-    backbone = build_backbone(arch, input_size=input_size, embedding_size=embedding_size, **kwargs)
-    _load_strict(backbone, state, path)
+    return state
+
+
+def load_arcface_backbone(
+    path: str | Path, arch: str = "iresnet50", *, input_size: int = 112, embedding_size: int = 512
+) -> Backbone:
+    """Load an arcface_torch ``backbone.pth`` (a plain state dict) with ``strict=True``."""
+    state = read_arcface_state(path)
+    backbone = build_backbone(arch, input_size=input_size, embedding_size=embedding_size)
+    _load_strict(backbone, state, Path(path))
     return backbone.eval()

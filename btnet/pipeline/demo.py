@@ -1,9 +1,10 @@
 """``btnet demo``: the whole method on built-in faces, on a laptop CPU, in a few minutes.
 
 It is the ``table1`` study restricted to phi_hr, phi_mr (v1) and BTNet (branches on the phi_mr
-trunk, the paper's configuration); ``btnet reproduce trunks`` compares trunks. The phi_mr trunk is phi_hr fine-tuned with the phi_mr recipe (``mr_init="hr"``): trained
-from scratch at this scale it settles on a weak resolution-invariant solution that loses 13
-points at full resolution (docs/results.md). Sizes are chosen so that the run finishes well
+trunk, the paper's configuration); ``btnet reproduce trunks`` compares trunks. The phi_mr trunk
+is phi_hr fine-tuned with the phi_mr recipe (``mr_init="hr"``): trained from scratch at this
+scale it settles on a weak resolution-invariant solution that loses 13 points at full
+resolution (docs/results.md). Sizes are chosen so that the run finishes well
 within ten minutes on two cores: IResNet-18 at width 16, canonical size 56, 3,200 generated
 faces seen 10 times (phi_hr) plus 4 fine-tuning epochs (phi_mr), branches 8 epochs (with 4 the
 7-pixel branch is under-trained: docs/results.md); 5,000 test pairs of 200 unseen identities,

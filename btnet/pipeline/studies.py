@@ -208,9 +208,9 @@ HR_FINETUNED = "phi_hr_ft"  # with mr_init=hr: phi_hr fine-tuned like phi_mr, at
 
 
 def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = None) -> Path:
-    """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk); ``models``
-    may also ask for ``HR_TRUNK_BTNET``. With mr_init=hr the default adds ``HR_FINETUNED``, the
-    control for the warm-started trunks' extra epochs."""
+    """Table 1: phi_hr, phi_mm, phi_mr v1/v2/v3 and BTNet (on the phi_mr v1 trunk), or the
+    ``models`` asked for. With mr_init=hr the default adds ``HR_FINETUNED``, the control for the
+    warm-started trunks' extra epochs."""
     from btnet.evaluation.gains import GainBaselines
     from btnet.evaluation.report import write_verification_report
 
@@ -231,8 +231,6 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
         stages["phi_mm"] = study.mm_models(stages.get("phi_hr"))
     if "BTNet" in wanted and opts.wants("btnet") and "phi_mr_v1" in stages:
         stages["BTNet"] = study.branches(stages["phi_mr_v1"])
-    if HR_TRUNK_BTNET in wanted and opts.wants("btnet_hr_trunk") and "phi_hr" in stages:
-        stages[HR_TRUNK_BTNET] = study.branches(stages["phi_hr"], name="btnet_hr_trunk")
     for label in wanted:
         if label in stages:
             evals.append(study.evaluate(label, stages[label]))

@@ -227,15 +227,12 @@ def warm_start(cfg: Config, backbone: Backbone, head: MarginHead) -> str:
     weak resolution-invariant solution; starting it from a trained high-resolution model keeps
     what that model learned (docs/results.md). Returns a one-line account for the log.
     """
-    from btnet.io.model_store import load_arcface_backbone, load_model
+    from btnet.io.model_store import load_model, read_arcface_state
 
     source = Path(cfg.model.init_from)
     classifier = None
     if source.is_file() and source.suffix in (".pth", ".pt"):
-        width = cfg.model.width if cfg.model.arch.startswith(("iresnet", "r")) else None
-        state = load_arcface_backbone(source, cfg.model.arch, input_size=cfg.model.input_size,
-                                      embedding_size=cfg.model.embedding_size,
-                                      width=width).state_dict()
+        state = read_arcface_state(source)  # checked against model.* by the strict load below
     else:
         stored = load_model(resolve_model_folder(source))
         trunk = stored.model.trunk if stored.kind == "btnet" else stored.model
