@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     args = ap.parse_args()
 
-    from btnet.deployment.onnx_export import OnnxEncoder, export_onnx
+    from btnet.deployment.onnx_export import export_onnx
+    from btnet.inference import OnnxEncoder
     from btnet.io.model_store import load_model, save_btnet
     from btnet.models import BTNet, build_backbone
 
@@ -68,7 +69,7 @@ def main() -> None:
                     return module(xt)
 
             t = _rate(run_torch, x, args.seconds)
-            o = _rate(lambda v, r=r: enc.run_path(r, v), x, args.seconds)
+            o = _rate(lambda v, r=r: enc.runner.run(r, v), x, args.seconds)
             print(f"{r:>6} {t:>12.1f} {o:>13.1f} {o / t:>8.2f}x")
 
 

@@ -13,29 +13,27 @@ from pathlib import Path
 
 def _open(spec: str, rule: str | None = None):
     """Open an encoder; ``rule`` (``IND/ALLOC``, e.g. ``min/floor``) overrides its routing."""
-    from btnet.deployment.embed import open_encoder
+    from btnet.inference import load_encoder
 
-    loaded = open_encoder(spec)
+    encoder = load_encoder(spec)
     if rule:
         from btnet.models import BranchSelector
 
-        enc = loaded.encoder
-        paths = getattr(enc, "paths", None) or getattr(getattr(enc, "model", None), "paths", None)
-        if not paths:
+        if not hasattr(encoder, "with_selector") or len(encoder.paths) < 2:
             raise ValueError(f"{spec}: --selector needs a BTNet (a plain model has one path)")
         ind, _, alloc = rule.partition("/")
-        loaded = open_encoder(spec, selector=BranchSelector.from_rule(paths, ind, alloc or "near"))
-    return loaded
+        encoder = encoder.with_selector(BranchSelector.from_rule(encoder.paths, ind, alloc or "near"))
+    return encoder
 
 
-def _embed_inputs(loaded, inputs, args):
+def _embed_inputs(encoder, inputs, args):
     from btnet.deployment.embed import collect_images, embed_files
 
     files = collect_images(inputs)
     if not files:
         raise ValueError("no images found in the given inputs")
     res = embed_files(
-        loaded, files, batch_size=args.batch_size, flip=args.flip,
+        encoder, files, batch_size=args.batch_size, flip=args.flip,
         skip_errors=args.skip_errors, progress=not args.quiet,
     )
     for f, why in res.failed:
@@ -46,16 +44,16 @@ def _embed_inputs(loaded, inputs, args):
 def cmd_embed(args: argparse.Namespace) -> int:
     from btnet.deployment.embed import write_embeddings
 
-    loaded = _open(args.model, args.selector)
-    res = _embed_inputs(loaded, args.inputs, args)
+    encoder = _open(args.model, args.selector)
+    res = _embed_inputs(encoder, args.inputs, args)
     out, index = write_embeddings(
-        args.output, res, fingerprint=loaded.fingerprint, index_format=args.index_format
+        args.output, res, fingerprint=encoder.fingerprint, index_format=args.index_format
     )
     counts: dict[str, int] = {}
     for i in range(len(res.files)):
         counts[res.branch_name(i)] = counts.get(res.branch_name(i), 0) + 1
     routed = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    print(f"{len(res.files)} embeddings ({loaded.backend}) -> {out}, index {index}; {routed}")
+    print(f"{len(res.files)} embeddings ({encoder.backend}) -> {out}, index {index}; {routed}")
     return 0 if not res.failed else 1
 
 
@@ -89,13 +87,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     if not args.model and not (Path(args.gallery) / "gallery.json").exists():
         raise ValueError("a new gallery needs --model")
-    loaded = _open(_gallery_model(args, args.gallery))
+    encoder = _open(_gallery_model(args, args.gallery))
     # Check the gallery before spending time on embedding.
     gallery = Gallery.open_or_create(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size,
-        model=loaded.source if loaded.source.startswith("mm:") else str(Path(loaded.source).resolve()),
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size,
+        model=encoder.source if encoder.source.startswith("mm:") else str(Path(encoder.source).resolve()),
     )
-    res = _embed_inputs(loaded, args.inputs, args)
+    res = _embed_inputs(encoder, args.inputs, args)
     if not res.files:
         raise ValueError("no image could be read; nothing enrolled")
     labels = [args.label or Path(f).parent.name for f in res.files]
@@ -112,11 +110,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def _open_gallery_and_embed(args):
     from btnet.deployment.gallery import Gallery
 
-    loaded = _open(_gallery_model(args, args.gallery))
+    encoder = _open(_gallery_model(args, args.gallery))
     gallery = Gallery.open(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size
     )
-    res = _embed_inputs(loaded, args.inputs, args)
+    res = _embed_inputs(encoder, args.inputs, args)
     return gallery, res
 
 

@@ -1,27 +1,50 @@
-"""Build an :class:`~btnet.inference.encoders.Encoder` from what a user names on the command line.
+"""One loader: an :class:`~btnet.inference.encoding.RoutedEncoder` from whatever a user has.
 
-Specs:
-- ``DIR``: a stored model folder (a BTNet or a plain backbone);
+Sources (``btnet.load`` and every CLI command that takes a model go through :func:`load_encoder`):
+
+- ``DIR``: a stored model folder (a BTNet with its stored branch selector, or a plain
+  backbone), or a training output folder holding one in ``model/``;
+- an ONNX export folder (``manifest.json``): served by onnxruntime without importing PyTorch;
+- ``backbone.pth``: an arcface_torch checkpoint, read weights-only (no code runs); the IResNet
+  depth, width and embedding size are read from its tensors, ``input_size`` defaults to 112;
 - ``mm:7=DIR,14=DIR,28=DIR[,112=DIR]``: phi_mm, one stored model per resolution (each a
   one-path BTNet or a backbone of that input size);
-- ``NAME=SPEC`` names the encoder in reports, e.g. ``phi_hr=runs/hr/model``.
+- ``NAME=SOURCE`` names the encoder in reports, e.g. ``phi_hr=runs/hr/model``.
+
+PyTorch is imported only for the sources that need it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from btnet.inference.encoding import RoutedEncoder
+from btnet.inference.onnx_backend import OnnxEncoder, is_onnx_export
+from btnet.models.selection import BranchSelector
 
-from btnet.inference.encoders import (
-    Encoder,
-    MultiResolutionEncoder,
-    PerResolutionEncoder,
-    UpsamplingEncoder,
-)
-from btnet.io.model_store import load_model
-from btnet.models import BranchSelector, BTNet
+if TYPE_CHECKING:
+    import torch
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+def split_name(spec: str) -> tuple[str | None, str]:
+    """``NAME=SOURCE`` -> (NAME, SOURCE); an ``mm:`` spec or a plain source has no name."""
+    head = spec.split(":", 1)[0]
+    if "=" in head and not spec.startswith("mm:"):
+        name, source = spec.split("=", 1)
+        return name, source
+    return None, spec
+
+
+def find_model_folder(path: str | Path) -> Path | None:
+    """A stored model folder, or a training output folder holding one in ``model/``."""
+    p = Path(path)
+    for cand in (p, p / "model"):
+        if (cand / "model.json").is_file():
+            return cand
+    return None
 
 
 def load_encoder(
@@ -30,27 +53,113 @@ def load_encoder(
     selector: BranchSelector | None = None,
     device: str | torch.device = "cpu",
     name: str | None = None,
-) -> Encoder:
-    spec = str(spec)
-    if "=" in spec.split(":", 1)[0] and not spec.startswith("mm:"):
-        name, spec = spec.split("=", 1)
-    if spec.startswith("mm:"):
-        return _load_per_resolution(spec[3:], selector, device, name or "phi_mm")
-    stored = load_model(spec)
-    label = name or stored.meta.get("name") or Path(spec).name
+    threads: int | None = None,
+    **checkpoint_kw: Any,
+) -> RoutedEncoder:
+    """Open ``spec`` (see the module doc) as an encoder whose ``.selector`` is the stored one.
+
+    ``selector`` overrides the stored routing policy; ``threads`` applies to onnxruntime;
+    ``checkpoint_kw`` (``arch``, ``input_size``, ``embedding_size``, ``width``) describe a
+    ``backbone.pth`` where reading it from the tensors is not enough.
+    """
+    label, source = split_name(str(spec))
+    label = name or label
+    if source.startswith("mm:"):
+        return _load_per_resolution(source, selector, device, label or "phi_mm")
+    path = Path(source)
+    if is_onnx_export(path):
+        enc = OnnxEncoder(path, selector=selector, threads=threads, name=label)
+        return enc
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return _load_checkpoint(path, device, label, checkpoint_kw)
+    folder = find_model_folder(path)
+    if folder is None:
+        raise FileNotFoundError(
+            f"no model at {source} (expected a stored model folder with model.json, a training "
+            "output folder, an ONNX export folder with manifest.json, or an arcface_torch .pth)"
+        )
+    return _load_stored(folder, selector, device, label)
+
+
+def _load_stored(
+    folder: Path, selector: BranchSelector | None, device: Any, label: str | None
+) -> RoutedEncoder:
+    from btnet.inference.encoders import MultiResolutionEncoder, UpsamplingEncoder
+    from btnet.io.fingerprint import model_fingerprint
+    from btnet.io.model_store import load_model
+
+    stored = load_model(folder)
+    label = label or stored.meta.get("name") or folder.name
     if stored.kind == "btnet":
-        return MultiResolutionEncoder(
+        enc: RoutedEncoder = MultiResolutionEncoder(
             stored.model, selector or stored.selector, name=label, device=device
         )
-    return UpsamplingEncoder(stored.model, name=label, device=device)
+    else:
+        if selector is not None and tuple(selector.paths) != (stored.model.input_size,):
+            raise ValueError(f"{folder}: a plain model has one path; a selector cannot route it")
+        enc = UpsamplingEncoder(stored.model, name=label, device=device)
+    enc.source = str(folder)
+    enc._fingerprint = lambda: model_fingerprint(folder)
+    return enc
+
+
+def _load_checkpoint(path: Path, device: Any, label: str | None, kw: dict[str, Any]) -> RoutedEncoder:
+    from btnet.inference.encoders import UpsamplingEncoder
+    from btnet.io.fingerprint import checkpoint_fingerprint
+    from btnet.io.model_store import read_arcface_state
+    from btnet.models import build_backbone
+
+    state = read_arcface_state(path)
+    config = {**arcface_config(state), **kw}
+    arch = config.pop("arch")
+    backbone = build_backbone(arch, **config)
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path}: does not fit {arch} {config} ({str(exc).splitlines()[0]}); pass arch=, "
+            "input_size=, width= or embedding_size="
+        ) from exc
+    enc = UpsamplingEncoder(backbone, name=label or path.stem, device=device)
+    enc.source = str(path)
+    enc._fingerprint = lambda: checkpoint_fingerprint(path, backbone.config)
+    return enc
+
+
+def arcface_config(state: dict[str, Any]) -> dict[str, Any]:
+    """IResNet depth, width and embedding size of an arcface_torch state dict (input 112)."""
+    from btnet.models.iresnet import IRESNET_LAYERS
+
+    blocks = []
+    for i in range(1, 5):
+        units = {k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}
+        blocks.append(len(units))
+    by_layers = {v: k for k, v in IRESNET_LAYERS.items()}
+    if tuple(blocks) not in by_layers or "conv1.weight" not in state or "fc.weight" not in state:
+        raise ValueError(
+            f"not an arcface_torch IResNet checkpoint (blocks per stage {blocks}); "
+            "pass arch= for another architecture"
+        )
+    return {
+        "arch": by_layers[tuple(blocks)],
+        "width": int(state["conv1.weight"].shape[0]),
+        "embedding_size": int(state["fc.weight"].shape[0]),
+        "input_size": 112,
+    }
 
 
 def _load_per_resolution(
-    members: str, selector: BranchSelector | None, device: str | torch.device, name: str
-) -> PerResolutionEncoder:
-    models: dict[int, nn.Module] = {}
+    spec: str, selector: BranchSelector | None, device: Any, name: str
+) -> RoutedEncoder:
+    from btnet.inference.encoders import PerResolutionEncoder
+    from btnet.io.fingerprint import combine_fingerprints, model_fingerprint
+    from btnet.io.model_store import load_model
+    from btnet.models import BTNet
+
+    models: dict[int, Any] = {}
+    folders: dict[str, str] = {}
     embedding_size = None
-    for item in filter(None, members.split(",")):
+    for item in filter(None, spec[3:].split(",")):
         if "=" not in item:
             raise ValueError(f"mm: members are RES=DIR, got {item!r}")
         res, folder = item.split("=", 1)
@@ -59,7 +168,7 @@ def _load_per_resolution(
         model = stored.model
         if isinstance(model, BTNet):
             if r == model.canonical or r in model.resolutions:
-                module: nn.Module = model.export_path(r)
+                module = model.export_path(r)
             else:
                 raise ValueError(f"{folder}: has no path for resolution {r} (paths {model.paths})")
         else:
@@ -71,8 +180,14 @@ def _load_per_resolution(
             raise ValueError("phi_mm members must share one embedding size")
         embedding_size = emb
         models[r] = module
+        folders[res] = folder
     if not models:
         raise ValueError("mm: needs at least one RES=DIR member")
-    return PerResolutionEncoder(
+    enc = PerResolutionEncoder(
         models, selector, embedding_size=int(embedding_size), name=name, device=device
     )
+    enc.source = spec
+    enc._fingerprint = lambda: combine_fingerprints(
+        {r: model_fingerprint(d) for r, d in folders.items()}
+    )
+    return enc
