@@ -17,6 +17,8 @@ and needs nothing more, so it is used; where it has been removed the dynamo expo
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import warnings
@@ -29,16 +31,20 @@ from btnet.inference.onnx_backend import (
     FORMAT,
     INPUT_NAME,
     MANIFEST,
+    NUMPY_DTYPES,
     OUTPUT_NAME,
     VERSION,
+    WEIGHTS_FILE,
     ort_session,
 )
-from btnet.io.atomic import atomic_write_text, file_sha256
+from btnet.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-EXPORT_TOLERANCE = 1e-3  # export fails loudly beyond this; tests hold exports to 1e-4
+EXPORT_TOLERANCE = 1e-3
+SHARE_MIN_BYTES = 1024  # smaller tensors (biases of tiny layers, shape constants) stay inline
+ALIGN = 4096  # shared tensors start on page boundaries (memory-mappable)  # export fails loudly beyond this; tests hold exports to 1e-4
 
 NORMALISATION = {
     "layout": "NCHW",
@@ -87,13 +93,17 @@ def export_onnx(
     missing = set(sel.paths) - set(modules)
     if missing:
         raise ValueError(f"selector routes to {sorted(missing)}, which the model lacks")
-    entries = []
+    share = len(modules) > 1  # a BTNet: its paths run the trunk's tail with their own BN
     gen = torch.Generator().manual_seed(0)
+    graphs = {}
     for r, module in sorted(modules.items()):
-        module = module.eval()
-        file = out / ("trunk.onnx" if r == canonical else f"path_r{r}.onnx")
         example = torch.rand(2, 3, r, r, generator=gen) * 2 - 1
-        _export_module(module, example, file, opset)
+        graphs[r] = _trace(module.eval(), example, opset, keep_batchnorm=share)
+    shared = share_weights(graphs, out / WEIGHTS_FILE) if share else None
+    entries = []
+    for r, module in sorted(modules.items()):
+        file = out / ("trunk.onnx" if r == canonical else f"path_r{r}.onnx")
+        _save_graph(graphs.pop(r), file)
         diff = _verify(module, file, r) if verify else None
         if diff is not None and diff > EXPORT_TOLERANCE:
             raise RuntimeError(f"{file}: onnxruntime differs from PyTorch by {diff:.2e}")
@@ -108,6 +118,7 @@ def export_onnx(
                 "output_name": OUTPUT_NAME,
                 "input_shape": ["batch", 3, int(r), int(r)],
                 "max_abs_diff_vs_torch": diff,
+                "shared_initializers": shared["uses"][r] if shared else {},
             }
         )
     manifest = {
@@ -122,6 +133,7 @@ def export_onnx(
         "normalisation": NORMALISATION,
         "selector": {**sel.to_dict(), "rules": sel.describe()},
         "paths": entries,
+        "shared_weights": shared["table"] if shared else None,
         "opset": opset,
         "torch_version": torch.__version__,
     }
@@ -130,7 +142,14 @@ def export_onnx(
     return path
 
 
-def _export_module(module: Any, example: Any, file: Path, opset: int) -> None:
+def _trace(module: Any, example: Any, opset: int, keep_batchnorm: bool) -> Any:
+    """The ONNX graph (``onnx.ModelProto``) of one path, with a dynamic batch dimension.
+
+    ``keep_batchnorm``: export BatchNorm as its own node instead of folding it into the conv
+    before it. Every path of a BTNet runs the trunk's convs with its own BatchNorms, so folding
+    would give each path its own copy of the trunk's weights; kept apart, they are stored once.
+    """
+    import onnx
     import torch
 
     kwargs: dict[str, Any] = {
@@ -138,22 +157,90 @@ def _export_module(module: Any, example: Any, file: Path, opset: int) -> None:
         "output_names": [OUTPUT_NAME],
         "opset_version": opset,
     }
+    if keep_batchnorm:
+        kwargs["training"] = torch.onnx.TrainingMode.PRESERVE  # eval-mode BN, not folded
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
             torch.onnx.export(
                 module,
                 (example,),
-                str(file),
+                buf,
                 dynamo=False,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 **kwargs,
             )
         except TypeError:  # pragma: no cover - a PyTorch without the TorchScript exporter
+            kwargs.pop("training", None)
             batch = torch.export.Dim("batch", min=1)
             torch.onnx.export(
-                module, (example,), str(file), dynamo=True, dynamic_shapes=({0: batch},), **kwargs
+                module, (example,), buf, dynamo=True, dynamic_shapes=({0: batch},), **kwargs
             )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def share_weights(graphs: dict[int, Any], weights_file: Path) -> dict[str, Any]:
+    """Store every tensor that several graphs hold (the trunk's) once, in ``weights_file``.
+
+    Tensors are matched by content (bytes, dtype and shape), so this needs no knowledge of
+    parameter names. In each graph a shared tensor becomes ONNX external data pointing into
+    the one file, so every graph still opens on its own with plain onnxruntime; btnet's runtime
+    instead reads the file once and hands the same arrays to every session (shared
+    initializers). Returns ``{"table": {key: {offset, length, dtype, shape}}, "uses": {r:
+    {initializer name: key}}}`` for the manifest.
+    """
+    from onnx import TensorProto
+
+    owners: dict[str, set[int]] = {}
+    for r, g in graphs.items():
+        for t in g.graph.initializer:
+            if t.HasField("raw_data") and len(t.raw_data) >= SHARE_MIN_BYTES:
+                owners.setdefault(_tensor_key(t), set()).add(r)
+    table: dict[str, dict[str, Any]] = {}
+    uses: dict[int, dict[str, str]] = {r: {} for r in graphs}
+    with atomic_path(weights_file) as tmp, open(tmp, "wb") as fh:
+        offset = 0
+        for r, g in sorted(graphs.items()):
+            for t in g.graph.initializer:
+                if not t.HasField("raw_data") or len(t.raw_data) < SHARE_MIN_BYTES:
+                    continue
+                key = _tensor_key(t)
+                if key not in owners or len(owners[key]) < 2:
+                    continue
+                if key not in table:
+                    pad = -offset % ALIGN
+                    fh.write(b"\0" * pad)
+                    offset += pad
+                    table[key] = {
+                        "offset": offset,
+                        "length": len(t.raw_data),
+                        "dtype": NUMPY_DTYPES[t.data_type],
+                        "shape": list(t.dims),
+                    }
+                    fh.write(t.raw_data)
+                    offset += len(t.raw_data)
+                uses[r][t.name] = key
+                entry = table[key]
+                t.ClearField("raw_data")
+                t.data_location = TensorProto.EXTERNAL
+                del t.external_data[:]
+                for k, v in (("location", weights_file.name), ("offset", entry["offset"]),
+                             ("length", entry["length"])):
+                    item = t.external_data.add()
+                    item.key, item.value = k, str(v)
+    return {"table": {"file": weights_file.name, "sha256": file_sha256(weights_file),
+                      "tensors": table}, "uses": uses}
+
+
+def _tensor_key(t: Any) -> str:
+    h = hashlib.sha256(t.raw_data)
+    h.update(f"{t.data_type}:{list(t.dims)}".encode())
+    return h.hexdigest()[:32]
+
+
+def _save_graph(graph: Any, file: Path) -> None:
+    atomic_write_bytes(file, graph.SerializeToString())
 
 
 def _verify(module: Any, file: Path, r: int) -> float:

@@ -54,11 +54,13 @@ def load_encoder(
     device: str | torch.device = "cpu",
     name: str | None = None,
     threads: int | None = None,
+    share_weights: bool = True,
     **checkpoint_kw: Any,
 ) -> RoutedEncoder:
     """Open ``spec`` (see the module doc) as an encoder whose ``.selector`` is the stored one.
 
-    ``selector`` overrides the stored routing policy; ``threads`` applies to onnxruntime;
+    ``selector`` overrides the stored routing policy; ``threads`` and ``share_weights`` apply to
+    onnxruntime (:class:`~btnet.inference.onnx_backend.OnnxEncoder`);
     ``checkpoint_kw`` (``arch``, ``input_size``, ``embedding_size``, ``width``) describe a
     ``backbone.pth`` where reading it from the tensors is not enough.
     """
@@ -68,8 +70,9 @@ def load_encoder(
         return _load_per_resolution(source, selector, device, label or "phi_mm")
     path = Path(source)
     if is_onnx_export(path):
-        enc = OnnxEncoder(path, selector=selector, threads=threads, name=label)
-        return enc
+        return OnnxEncoder(
+            path, selector=selector, threads=threads, name=label, share_weights=share_weights
+        )
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         return _load_checkpoint(path, device, label, checkpoint_kw)
     folder = find_model_folder(path)

@@ -149,3 +149,26 @@ def test_cli_export_of_a_plain_backbone(tmp_path, capsys):
     enc = OnnxEncoder(tmp_path / "x")
     assert enc.encode([np.zeros((9, 12, 3), np.uint8)]).paths == [28]  # everything goes to S
     assert main(["export", "onnx", str(tmp_path / "missing"), str(tmp_path / "y")]) == 2
+
+
+def test_trunk_weights_are_stored_once_and_shared(tiny_onnx_dir, tiny_model_dir):
+    """Every path graph runs the trunk's tail: its weights live once, in weights.bin."""
+    import onnxruntime as ort
+
+    trunk = load_model(tiny_model_dir).model.trunk
+    trunk_bytes = sum(v.numel() * v.element_size() for v in trunk.state_dict().values())
+    files = [p for p in tiny_onnx_dir.iterdir() if p.suffix in (".onnx", ".bin")]
+    assert (tiny_onnx_dir / "weights.bin").is_file()
+    assert sum(p.stat().st_size for p in files) < 1.5 * trunk_bytes  # was one trunk per path
+    m = read_manifest(tiny_onnx_dir)
+    keys = [set(e["shared_initializers"].values()) for e in m["paths"]]
+    assert all(sum(k in ks for ks in keys) >= 2 for k in m["shared_weights"]["tensors"])
+    shared = OnnxEncoder(tiny_onnx_dir, threads=1)
+    own = OnnxEncoder(tiny_onnx_dir, threads=1, share_weights=False)
+    assert shared.runner.shared is not None and own.runner.shared is None
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 14, 14)).astype(np.float32)
+    plain = ort.InferenceSession(str(tiny_onnx_dir / "path_r14.onnx"),
+                                 providers=["CPUExecutionProvider"])  # no btnet: external data
+    ref = plain.run(None, {"input": x})[0]
+    assert np.abs(shared.runner.run(14, x) - ref).max() <= 1e-5
+    assert np.abs(own.runner.run(14, x) - ref).max() <= 1e-5
