@@ -51,12 +51,16 @@ def _onnxruntime() -> Any:
 
 
 def ort_session(
-    file: Path, threads: int | None = None, initializers: dict[str, Any] | None = None
+    file: Path,
+    threads: int | None = None,
+    initializers: dict[str, Any] | None = None,
+    config: dict[str, str] | None = None,
 ) -> Any:
     """A CPU onnxruntime session (``threads``: intra-op threads; None = onnxruntime's default).
 
     ``initializers`` (name -> OrtValue) replace the graph's own tensors of those names without
-    copying them: how several path graphs share one copy of the trunk's weights.
+    copying them: how several path graphs share one copy of the trunk's weights. ``config``:
+    extra session config entries (e.g. ``session.set_denormal_as_zero``).
     """
     ort = _onnxruntime()
     opts = ort.SessionOptions()
@@ -64,6 +68,8 @@ def ort_session(
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     kwargs: dict[str, Any] = {}
     if initializers:
         for name, value in initializers.items():
@@ -118,6 +124,7 @@ class OnnxRunner:
         self.threads = threads
         self.shared = shared
         self.uses = uses or {}
+        self.session_config: dict[str, str] = {}  # applied to sessions opened afterwards
         self._sessions: dict[int, Any] = {}
 
     def session(self, size: int) -> Any:
@@ -125,7 +132,9 @@ class OnnxRunner:
             inits = None
             if self.shared is not None:
                 inits = {name: self.shared.value(key) for name, key in self.uses.get(size, {}).items()}
-            self._sessions[size] = ort_session(self.files[size], self.threads, inits)
+            self._sessions[size] = ort_session(
+                self.files[size], self.threads, inits, self.session_config
+            )
         return self._sessions[size]
 
     def run(self, size: int, batch: np.ndarray) -> np.ndarray:
