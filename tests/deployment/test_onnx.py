@@ -120,10 +120,11 @@ def test_onnx_encoder_runs_without_torch(tiny_onnx_dir):
 import sys
 sys.modules["torch"] = None
 import numpy as np
-from btnet.inference import load_encoder
-enc = load_encoder({str(tiny_onnx_dir)!r})
+import btnet
+enc = btnet.load({str(tiny_onnx_dir)!r})  # the public API, shared trunk weights
 imgs = [np.full((s, s, 3), 90, np.uint8) for s in (6, 15, 40, 70)]
-res = enc.encode(imgs)
+res = btnet.encode(enc, imgs)
+assert enc.runner.shared is not None and enc.backend == "onnx"
 assert res.paths == [7, 14, 28, 56], res.paths
 assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
 print("OK", res.embeddings.shape)
