@@ -68,8 +68,7 @@ def create_model(
     if resolutions is None and not as_btnet:
         return backbone
     if resolutions is None:
-        size = backbone.input_size
-        resolutions = sorted({s for s in backbone.unit_output_sizes() if s < size})[:-1]
+        resolutions = backbone.available_resolutions()[:-1]
     return BTNet(backbone, tuple(int(r) for r in resolutions))
 
 

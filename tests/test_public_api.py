@@ -40,7 +40,7 @@ def tiny_btnet() -> BTNet:
                                embedding_size=16)
     model.train()
     with torch.no_grad():  # non-trivial BatchNorm statistics on every path
-        for r in model.paths:
+        for r in model.input_sizes:
             model(torch.randn(4, 3, r, r))
     return model.eval()
 
@@ -59,8 +59,8 @@ def test_create_model_by_name():
     b = btnet.create_model("r18", input_size=28, width=8, embedding_size=16)
     assert isinstance(b, Backbone) and b.config["arch"] == "iresnet18"
     m = btnet.create_model("btnet_iresnet18", width=8)
-    assert isinstance(m, BTNet) and m.paths == (7, 14, 28, 112)  # the paper's branches at 112
-    assert btnet.create_model("iresnet18", resolutions=[14], width=8).paths == (14, 112)
+    assert isinstance(m, BTNet) and m.input_sizes == (7, 14, 28, 112)  # the paper's branches at 112
+    assert btnet.create_model("iresnet18", resolutions=[14], width=8).input_sizes == (14, 112)
     assert "btnet_mbf" in btnet.list_models() and "iresnet50" in btnet.list_models()
     with pytest.raises(ValueError, match="unknown architecture 'resnet9'.*iresnet50"):
         btnet.create_model("resnet9")

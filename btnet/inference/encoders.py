@@ -66,12 +66,12 @@ class MultiResolutionEncoder(RoutedEncoder):
     ):
         self.model = model.eval().to(device)
         super().__init__(
-            TorchRunner(model.export_path, device),
-            selector or BranchSelector.from_rule(model.paths, "min", "near"),
+            TorchRunner(model.path, device),
+            selector or BranchSelector.from_rule(model.input_sizes, "min", "near"),
             canonical=model.canonical,
             embedding_size=model.embedding_size,
             name=name,
-            served=model.paths,
+            served=model.input_sizes,
         )
 
     with_selector = RoutedEncoder.replace_selector
