@@ -66,6 +66,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         diff = e["max_abs_diff_vs_torch"]
         d = f", max |onnx - torch| = {diff:.1e}" if diff is not None else ""
         print(f"path {e['resolution']:>4} ({e['kind']}) -> {e['file']}{d}")
+    shared = data.get("shared_weights")
+    if shared:
+        size = sum(t["length"] for t in shared["tensors"].values()) / 2**20
+        print(f"trunk weights stored once: {shared['file']} ({size:.1f} MiB, shared by every path)")
     print("routing: " + "; ".join(data["selector"]["rules"]))
     print(f"manifest: {manifest}")
     return 0
@@ -235,7 +239,8 @@ def _gallery_options(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands to ``btnet``."""
     p = sub.add_parser("embed", help="embed face images of any size (one shared space)")
-    p.add_argument("model", help="stored model folder, ONNX export folder or encoder spec")
+    p.add_argument("model", help="stored model or run folder, ONNX export folder, arcface_torch "
+                   "backbone.pth or encoder spec (NAME=..., mm:7=DIR,...)")
     p.add_argument("inputs", nargs="+", help="images, folders or list files (.txt)")
     p.add_argument("-o", "--output", required=True, help="embeddings file (.npy or .safetensors)")
     p.add_argument("--index-format", default="csv", choices=("csv", "json"))
@@ -245,7 +250,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ex = sub.add_parser("export", help="export a stored model for deployment")
     exs = ex.add_subparsers(dest="export_format", metavar="FORMAT")
-    p = exs.add_parser("onnx", help="one ONNX graph per path plus a manifest")
+    p = exs.add_parser("onnx", help="one ONNX graph per path (trunk weights stored once) + manifest")
     p.add_argument("model", help="stored model folder")
     p.add_argument("out_dir")
     p.add_argument("--opset", type=int, default=17)
