@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from evalfakes import synthetic_pairset
+from evalfakes import FakeEncoder, identity_faces, synthetic_pairset
 
 from btnet.evaluation.metrics_templates import (
     aggregate_templates,
@@ -261,7 +261,6 @@ def test_report_names_protocol_and_folds(tmp_path):
     from btnet.data.verification import export_pairs_to_bin, open_pair_set
     from btnet.evaluation.report import write_verification_report
     from btnet.evaluation.verification import Setting, default_protocol, evaluate_verification
-    from evalfakes import FakeEncoder
 
     ps = synthetic_pairset(n_ids=6, per_id=2, n_pairs=12)
     assert default_protocol(ps) == "exact"  # built in code
@@ -281,3 +280,59 @@ def test_report_names_protocol_and_folds(tmp_path):
     exact = evaluate_verification({"fake": FakeEncoder()}, [binset], [Setting(56, 56)],
                                   canonical=56, n_folds=3, progress=False, protocol="exact")
     assert exact[0].metrics["protocol"] == "exact"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+
+    from btnet.io.model_store import save_backbone
+    from btnet.models import build_backbone
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("model")
+    save_backbone(build_backbone("iresnet18", input_size=56, width=4, embedding_size=16).eval(),
+                  root / "hr")
+    return root / "hr"
+
+
+def test_cli_verify_report_states_protocol(tmp_path, tiny_model):
+    from btnet.cli.main import main
+    from btnet.data.images import write_image
+
+    ps = synthetic_pairset(n_ids=6, per_id=2, n_pairs=12)
+    lines = []
+    for a, b, s in zip(ps.left, ps.right, ps.issame):
+        for i in (a, b):
+            write_image(tmp_path / f"{i}.png", ps.images[int(i)])
+        lines.append(f"{a}.png {b}.png {int(s)}")
+    (tmp_path / "pairs.list").write_text("\n".join(lines) + "\n")
+    common = ["eval", "verify", "--model", str(tiny_model), "--set", str(tmp_path / "pairs.list"),
+              "--folds", "2", "--settings", "S&S", "--no-progress", "--no-plots"]
+    assert main([*common, "--out", str(tmp_path / "auto")]) == 0
+    md = (tmp_path / "auto" / "report.md").read_text()
+    assert "2-fold" in md and "protocol exact" in md and "10-fold" not in md  # a pair list
+    assert main([*common, "--protocol", "insightface", "--out", str(tmp_path / "ins")]) == 0
+    md = (tmp_path / "ins" / "report.md").read_text()
+    assert "protocol insightface" in md and "np.arange(0, 4, 0.01)" in md
+
+
+def test_cli_templates_report_states_convention(tmp_path, tiny_model):
+    from btnet.cli.main import main
+    from btnet.data.images import write_image
+
+    images, _ = identity_faces(2, 2, size=56, seed=3)
+    for i, img in enumerate(images):
+        write_image(tmp_path / "p" / "img" / f"{i}.png", img)
+    (tmp_path / "p" / "faces.txt").write_text("".join(f"img/{i}.png\t{i // 2}\t{i}\n"
+                                                      for i in range(4)))
+    (tmp_path / "p" / "pairs.txt").write_text("0 1 0\n0 0 1\n1 1 1\n")
+    base = ["eval", "templates", "--model", str(tiny_model), "--protocol", str(tmp_path / "p"),
+            "--far", "0.5", "--no-progress", "--no-plots"]
+    assert main([*base, "--out", str(tmp_path / "nist")]) == 0
+    assert "TAR@FAR≤0.5 (NIST)" in (tmp_path / "nist" / "report.md").read_text()
+    assert main([*base, "--convention", "insightface", "--out", str(tmp_path / "ins")]) == 0
+    md = (tmp_path / "ins" / "report.md").read_text()
+    assert "TPR@FPR≈0.5 (insightface)" in md and "use_norm_score" in md
+    res = json.loads((tmp_path / "ins" / "results.json").read_text())["results"][0]
+    assert res["convention"] == "insightface" and "nearest_fpr" in res["verification"]
