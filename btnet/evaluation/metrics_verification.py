@@ -180,6 +180,8 @@ def fold_splits(n: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     The single "fold" is insightface's ``LFold(n_splits=1)``: the threshold is chosen on the
     very pairs it is scored on, so that accuracy is optimistic.
     """
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be at least 1, got {n_folds}")
     if n_folds == 1:
         every = np.arange(n)
         return [(every, every)]

@@ -119,6 +119,8 @@ def test_one_fold_trains_and_tests_on_everything():
     res = kfold_accuracy(np.array([.9, .2, .8, .7]), np.array([1, 0, 1, 0], bool), 1,
                          "insightface")
     assert res.fold_accuracies.tolist() == [1.0] and res.fold_sizes.tolist() == [4]
+    with pytest.raises(ValueError, match="at least 1"):
+        kfold_accuracy(np.array([.9, .2]), np.array([1, 0], bool), 0)
 
 
 def test_unknown_protocol_is_refused():
