@@ -338,3 +338,14 @@ def test_cli_templates_report_states_convention(tmp_path, tiny_model):
     assert "TPR@FPR≈0.5 (insightface)" in md and "use_norm_score" in md
     res = json.loads((tmp_path / "ins" / "results.json").read_text())["results"][0]
     assert res["convention"] == "insightface" and "nearest_fpr" in res["verification"]
+
+
+def test_results_stored_before_protocols_were_named_read_as_exact():
+    from btnet.evaluation.report import build_verification_report, render_markdown
+    from btnet.evaluation.verification import VerificationResult
+
+    old = VerificationResult("m", "set", "56&56", 56, 56, 0.9, 0.01,
+                             {"accuracy_mean": 0.9, "fold_accuracies": [0.9] * 10})
+    report = build_verification_report([old], canonical=56)
+    assert report["datasets"]["set"]["protocol"] == "exact"
+    assert "10-fold mean ± std, protocol exact" in render_markdown(report)
