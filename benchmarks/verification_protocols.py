@@ -10,7 +10,7 @@ verification.py`` of a deepinsight/insightface checkout), runs insightface's own
 ``calculate_roc`` and ``calculate_val`` on the same embeddings and checks that btnet's
 per-fold accuracies and VAL@FAR equal them exactly. The functions are read out of that file
 with ``ast`` (its mxnet import is not needed), and ``interp1d(kind="slinear")`` is given the
-behaviour of scipy <= 1.9 (degree-1 B-spline on knots ``[x0, x..., x_last]``), because current
+behaviour of scipy 1.9.0 and earlier (degree-1 B-spline on knots ``[x0, x..., x_last]``), because current
 scipy refuses the repeated FAR values ``calculate_val`` passes it.
 
     python benchmarks/verification_protocols.py --sets 20
@@ -47,7 +47,7 @@ def simulated_pairs(n: int, rng: np.random.Generator, noise_range: tuple[float, 
 
 
 def load_insightface(path: str) -> types.SimpleNamespace:
-    """insightface's evaluation functions from their source file, with a scipy<=1.9 interp1d."""
+    """insightface's evaluation functions from their source file, with scipy 1.9.0's interp1d."""
     import sklearn
     from scipy.interpolate import BSpline
     from sklearn.decomposition import PCA

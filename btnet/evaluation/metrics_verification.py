@@ -239,9 +239,10 @@ def legacy_slinear(x: np.ndarray, y: np.ndarray, at: float) -> float:
 
     insightface's ``calculate_val`` interpolates the threshold at the target FAR from the
     training FARs of its 4,000 grid thresholds, which repeat (FAR stays 0 until the first
-    impostor is accepted). Since scipy 1.10 (scipy PR 16780) ``interp1d(kind="slinear")``
-    raises "Expect x to not have duplicates" there; up to 1.9 it built the linear B-spline
-    with knots ``[x0, x..., x_last]`` and coefficients ``y`` and evaluated it. That is what
+    impostor is accepted). Since scipy PR 16780 (August 2022, after scipy 1.9.0)
+    ``interp1d(kind="slinear")`` raises "Expect x to not have duplicates" there; before, it
+    built the linear B-spline with knots ``[x0, x..., x_last]`` and coefficients ``y`` and
+    evaluated it. That is what
     this computes, operation for operation (de Boor for degree 1): at ``x[i] <= at < x[i+1]``,
     with ``i`` the *last* index at or below ``at``, the line from ``(x[i], y[i])`` to
     ``(x[i+1], y[i+1])``; i.e. from the largest threshold whose FAR is still ``x[i]`` to the

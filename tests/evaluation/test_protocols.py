@@ -138,7 +138,7 @@ def test_legacy_slinear_by_hand_and_against_scipy_bspline():
     assert legacy_slinear(x, y, 0.25) == pytest.approx(1.5)
     assert legacy_slinear(x, y, 0.0) == pytest.approx(1.0)
     assert legacy_slinear(x, y, 1.0) == pytest.approx(3.0)
-    # scipy <= 1.9 built this B-spline in interp1d(kind="slinear"): knots [x0, x, x_last]
+    # scipy 1.9.0 and earlier built this B-spline in interp1d(kind="slinear"): knots [x0, x, x_last]
     from scipy.interpolate import BSpline
 
     rng = np.random.default_rng(3)
