@@ -189,12 +189,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from btnet.deployment.gallery import recover_manifest
 
-    rows, skipped = recover_manifest(args.gallery)
-    print(f"rebuilt {args.gallery}/gallery.json: {rows} faces")
-    for s in skipped:
-        print(f"left out unreadable or foreign shard {s}", file=sys.stderr)
-    print("note: calibration and the model path must be set again (calibrate; --model)")
-    return 0
+    rec = recover_manifest(args.gallery, trust_unverified=args.trust_unverified)
+    for name in rec.removed_tmp:
+        print(f"removed stale temporary file {name}")
+    for where, why in rec.quarantined:
+        print(f"quarantined {where}: {why}", file=sys.stderr)
+    for name in rec.missing:
+        print(f"left out {name}: listed in the manifest but missing", file=sys.stderr)
+    for name in rec.ignored:
+        why = ("never committed (not in the manifest)" if rec.had_manifest
+               else "cannot be verified or belongs to another model")
+        print(f"left out {name}: {why}", file=sys.stderr)
+    if not rec.changed:
+        print(f"{args.gallery}: healthy ({rec.rows} faces in {len(rec.kept)} shards, checksums "
+              "ok); nothing changed")
+        return 0
+    print(f"rebuilt {args.gallery}/gallery.json: {rec.rows} faces in {len(rec.kept)} shards"
+          + (f" (previous manifest kept as {rec.backup})" if rec.backup else ""))
+    print(f"model: {rec.model or 'not recorded (pass --model to enroll/search)'}; "
+          f"calibration: {rec.calibration}")
+    return 1 if rec.quarantined or rec.missing else 0
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -273,8 +287,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gas.add_parser("info", help="summary of a gallery (verifies every file)")
     p.add_argument("gallery")
     p.set_defaults(func=cmd_info)
-    p = gas.add_parser("recover", help="rebuild a damaged gallery.json from its shards")
+    p = gas.add_parser("recover", help="repair a gallery: quarantine damaged shards, rebuild "
+                       "gallery.json from the ones that verify")
     p.add_argument("gallery")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="without a manifest, also take shards written before shards carried "
+                   "their own checksum (their rows must still be finite unit vectors)")
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("identify", help="open-set 1:N: who is this, or unknown")
