@@ -85,28 +85,62 @@ def _gallery_model(args, gallery_dir: str) -> str:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from btnet.deployment.embed import collect_images, embed_files
     from btnet.deployment.gallery import Gallery
 
-    if not args.model and not (Path(args.gallery) / "gallery.json").exists():
-        raise ValueError("a new gallery needs --model")
+    folder = Path(args.gallery)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a gallery folder: give a folder (new or "
+                         "holding gallery.json)")
+    if not args.model and not (folder / "gallery.json").exists():
+        raise ValueError(f"{folder}: a new gallery needs --model")
+    if args.chunk < 0:
+        raise ValueError(f"--chunk must be >= 0, got {args.chunk}")
     loaded = _open(_gallery_model(args, args.gallery))
     # Check the gallery before spending time on embedding.
     gallery = Gallery.open_or_create(
         args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size,
         model=loaded.source if loaded.source.startswith("mm:") else str(Path(loaded.source).resolve()),
     )
-    res = _embed_inputs(loaded, args.inputs, args)
-    if not res.files:
+    files = collect_images(args.inputs)
+    if not files:
+        raise ValueError("no images found in the given inputs")
+    if args.resume:
+        done = {str(Path(f).resolve()) for f in gallery.files if f}
+        todo = [f for f in files if str(Path(f).resolve()) not in done]
+        print(f"resume: {len(files) - len(todo)} of {len(files)} images already enrolled")
+        files = todo
+        if not files:
+            print(f"nothing left to enrol; gallery {len(gallery)} faces")
+            return 0
+    chunk = args.chunk or len(files)
+    enrolled: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(files), chunk):
+        res = embed_files(loaded, files[start : start + chunk], batch_size=args.batch_size,
+                          flip=args.flip, skip_errors=args.skip_errors, progress=not args.quiet)
+        for f, why in res.failed:
+            print(f"skipped {f}: {why}", file=sys.stderr)
+        failed += res.failed
+        if not res.files:
+            continue
+        labels = [args.label or Path(f).parent.name for f in res.files]
+        # Each chunk is committed on its own: a killed run keeps what was done (--resume).
+        shard = gallery.append(
+            res.embeddings, labels, source_sizes=res.sizes, paths=res.paths, files=res.files
+        )
+        enrolled += labels
+        if len(files) > chunk:
+            print(f"committed {start + len(res.files) + len(res.failed)}/{len(files)} images "
+                  f"({shard})")
+    if not enrolled:
         raise ValueError("no image could be read; nothing enrolled")
-    labels = [args.label or Path(f).parent.name for f in res.files]
-    shard = gallery.append(
-        res.embeddings, labels, source_sizes=res.sizes, paths=res.paths, files=res.files
-    )
     print(
-        f"enrolled {len(labels)} faces of {len(set(labels))} identities into {args.gallery} "
-        f"({shard}); gallery now {len(gallery)} faces, {len(gallery.identities())} identities"
+        f"enrolled {len(enrolled)} faces of {len(set(enrolled))} identities into {args.gallery} "
+        f"({len(gallery.manifest['shards'])} shards); gallery now {len(gallery)} faces, "
+        f"{len(gallery.identities())} identities"
     )
-    return 0 if not res.failed else 1
+    return 0 if not failed else 1
 
 
 def _open_gallery_and_embed(args):
@@ -273,6 +307,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gas.add_parser("enroll", help="enrol faces (label: --label or each image's folder name)")
     _gallery_options(p)
     p.add_argument("--label", help="identity of all given images")
+    p.add_argument("--chunk", type=int, default=1000,
+                   help="commit a shard every N images, so an interrupted run keeps what it "
+                   "enrolled (default 1000; 0: one shard for all)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images already enrolled in this gallery (same path): continues "
+                   "an interrupted enrolment")
     p.set_defaults(func=cmd_enroll)
     p = gas.add_parser("search", help="top-k identities (or images) for each probe")
     _gallery_options(p)

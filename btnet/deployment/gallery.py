@@ -232,6 +232,8 @@ class Gallery:
         cls, folder: str | Path, *, fingerprint: str, embedding_size: int, model: str = ""
     ) -> Gallery:
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise GalleryError(f"{folder} is a file, not a gallery folder")
         if (folder / MANIFEST).exists():
             raise GalleryError(f"{folder} already holds a gallery")
         folder.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,34 @@ def test_cli_recover_reports_quarantine(tmp_path, capsys):
     assert "4 faces" in out.out and "calibration: kept" in out.out and "/models/m" in out.out
     assert "quarantined quarantine/shard-000001.safetensors" in out.err
     assert main(["gallery", "info", str(folder)]) == 0
+
+
+def test_interrupted_enroll_keeps_committed_chunks_and_resumes(tiny_model_dir, face_folder,
+                                                              tmp_path, capsys):
+    from btnet.cli.main import main
+
+    gal = str(tmp_path / "gal")
+    bad = face_folder / "id_3" / "0.png"  # the 10th of 12 images in sorted order
+    good = bad.read_bytes()
+    bad.write_bytes(b"not an image")
+    args = ["gallery", "enroll", gal, str(face_folder), "--model", str(tiny_model_dir), "-q"]
+    assert main([*args, "--chunk", "3"]) == 2  # stops at the broken image
+    assert len(Gallery.open(gal)) == 9  # the three chunks before it are committed
+    bad.write_bytes(good)
+    capsys.readouterr()
+    assert main([*args, "--chunk", "3", "--resume"]) == 0
+    assert "9 of 12 images already enrolled" in capsys.readouterr().out
+    g = Gallery.open(gal)
+    assert len(g) == 12 and sorted(g.files) == sorted(
+        str(p) for p in face_folder.rglob("*.png"))  # each image exactly once
+
+
+def test_enroll_onto_a_file_is_a_clear_error(tiny_model_dir, face_folder, tmp_path, capsys):
+    from btnet.cli.main import main
+
+    target = tmp_path / "not_a_folder"
+    target.write_text("keep me")
+    assert main(["gallery", "enroll", str(target), str(face_folder), "--model",
+                 str(tiny_model_dir), "-q"]) == 2
+    assert "is a file, not a gallery folder" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
