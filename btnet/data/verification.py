@@ -68,6 +68,9 @@ def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
     if flags.ndim != 1 or not (flags.dtype == bool or np.isin(flags, (0, 1)).all()):
         raise ValueError(f"{path}: issame_list must be a flat list of booleans")
     n = len(flags)
+    if n == 0:
+        raise ValueError(f"{path}: holds no pairs (empty image and issame lists); nothing to "
+                         "verify")
     if len(blobs) != 2 * n:
         raise ValueError(f"{path}: {len(blobs)} images for {n} pairs (expected {2 * n})")
     return PairSet(
@@ -170,6 +173,8 @@ def read_lfw_pairs(
         left.append(idx(a))
         right.append(idx(b))
         same.append(s)
+    if not same:
+        raise ValueError(f"{path}: no pairs found")
     if expected is not None and expected != len(same):
         raise ValueError(f"{path}: header announces {expected} pairs but {len(same)} were read")
     missing = [p for p in files if not p.is_file()]

@@ -48,6 +48,9 @@ def build_verification_report(
                            "setting (see btnet.evaluation.gains)",
         "datasets": {},
     }
+    n_folds = sorted({len(r.metrics["fold_accuracies"]) for r in results
+                      if r.metrics.get("fold_accuracies")})
+    report["n_folds"] = n_folds[0] if len(n_folds) == 1 else n_folds  # the report says it
     for ds in datasets:
         rows = [r for r in results if r.dataset == ds]
         models = _ordered([r.model for r in rows])
@@ -69,6 +72,14 @@ def build_verification_report(
     return report
 
 
+def _folds_text(n_folds: int | list[int] | None) -> str:
+    if isinstance(n_folds, int):
+        return f"{n_folds}-fold"
+    if n_folds:
+        return "/".join(map(str, n_folds)) + "-fold"
+    return "k-fold"
+
+
 def _fmt_gain(v: float | None, se: float | None = None) -> str:
     if v is None:
         return "–"
@@ -86,7 +97,8 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
         lines += [notes, ""]
     if report.get("canonical_size"):
         lines.append(f"Canonical size S = {report['canonical_size']}; setting r1&r2: first "
-                     "image at r1 x r1, second at r2 x r2. Accuracy: 10-fold, mean ± std (%).")
+                     "image at r1 x r1, second at r2 x r2. Accuracy: "
+                     f"{_folds_text(report.get('n_folds'))}, mean ± std (%).")
         lines.append("")
     for ds, d in report["datasets"].items():
         settings = d["settings"]
