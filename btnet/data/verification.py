@@ -16,7 +16,7 @@ import numpy as np
 from btnet.data.base import PairSet
 from btnet.data.images import FileImageSource, decode_image, encode_jpeg
 from btnet.data.safe_pickle import restricted_load
-from btnet.data.text_lists import list_rows
+from btnet.data.text_lists import list_rows, tab_hint
 
 
 class BytesImageSource:
@@ -135,7 +135,7 @@ def read_lfw_pairs(
     """
     path = Path(path)
     root = Path(root) if root is not None else _default_root(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     expected: int | None = None
     start = 0
     first = lines[0].split() if lines else []
@@ -208,7 +208,8 @@ def read_pair_list(
     same: list[bool] = []
     for lineno, line, toks in list_rows(path):
         if len(toks) != 3:
-            raise ValueError(f"{path}:{lineno}: expected 'path1 path2 0|1', got {line!r}")
+            raise ValueError(f"{path}:{lineno}: expected 'path1 path2 0|1', got {line!r}"
+                             f"{tab_hint(line, toks, 3)}")
         flag = toks[2].lower()
         if flag not in _TRUE | _FALSE:
             raise ValueError(f"{path}:{lineno}: same/different flag must be 0 or 1, got {toks[2]!r}")
@@ -234,7 +235,7 @@ def read_pair_list(
 
 
 def _looks_like_lfw(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             toks = line.split()
             if not toks or toks[0].startswith("#"):

@@ -97,7 +97,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         elif p.suffix.lower() in LIST_EXTENSIONS:
             if not p.is_file():
                 raise FileNotFoundError(f"list file not found: {p}")
-            for line in p.read_text().splitlines():
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line.split("\t")[0])
