@@ -335,10 +335,13 @@ class RecordFile:
         if end >= self.file_size:
             return
         try:
-            read_framed(self._handle(), end, f"{self.rec_path} after key {key}")
+            payload, _ = read_framed(self._handle(), end, f"{self.rec_path} after key {key}")
+            _, image = unpack_payload(payload, f"{self.rec_path} after key {key}")
         except RecordIOError as exc:  # a damaged tail no index can use (a salvaged file)
             log.warning("%s: the %d bytes after the last indexed record are unreadable (%s)",
                         self.rec_path, self.file_size - end, exc)
+            return
+        if not image:  # identity records a salvaged index left out on purpose, no image
             return
         raise RecordIOError(
             f"{self.idx_path}: its last record (key {key}) ends at byte {end} but "
@@ -413,8 +416,9 @@ def rebuild_index(
     Keys are the records' header ``id`` fields when those are unique (insightface and im2rec
     write the key there), otherwise the running record number. A damaged or truncated ``.rec``
     raises, naming the byte; with ``salvage`` the records before the damage are indexed. If the
-    damage took identity records of the insightface layout with it, the meta record (key 0) is
-    left out of the index so readers take each image's label from its own header.
+    damage took identity records of the insightface layout with it, the meta record (key 0) and
+    the surviving identity records are left out of the index, so readers take each image's
+    label from its own header.
     """
     from btnet.io.atomic import atomic_write_text
 
@@ -451,9 +455,11 @@ def rebuild_index(
     dropped_meta = False
     first = metas[0] if metas else None
     if stopped and keys[0] == 0 and first is not None and first.flag >= 2 and first.labels is not None:
-        b = int(first.labels[1])
+        a, b = int(first.labels[0]), int(first.labels[1])
         if not set(range(1, b)) <= set(keys):
-            keys, offsets = keys[1:], offsets[1:]
+            # keep image records only: identity records without the meta would read as images
+            kept = [(k, o) for k, o in zip(keys[1:], offsets[1:]) if k < a]
+            keys, offsets = [k for k, _ in kept], [o for _, o in kept]
             dropped_meta = True
     atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)))
     return Reindexed(idx_path, len(keys), stopped, dropped_meta)
@@ -563,6 +569,8 @@ class RecordDataset:
             raise RecordIOError(f"{f.rec_path}: the index {f.idx_path} lists no records")
         f.check_covers_file()
         meta = None
+        if 0 not in f and 0 not in f.offsets:
+            self._refuse_unindexed_meta()
         if 0 in f:
             h, img = f.read(0)
             if h.flag >= 2 and h.labels is not None and len(img) == 0:
@@ -602,6 +610,23 @@ class RecordDataset:
         else:
             labels = np.array([f.read_header(int(k)).class_label for k in img_keys], dtype=np.float64)
         return img_keys, labels
+
+    def _refuse_unindexed_meta(self) -> None:
+        """An index that lost key 0 of an insightface ``.rec`` would make its identity records
+        read as images with their key ranges as labels; say so instead."""
+        f = self.file
+        try:
+            payload, _ = read_framed(f._handle(), 0, f"{f.rec_path} byte 0")
+            h, img = unpack_payload(payload, f"{f.rec_path} byte 0")
+        except RecordIOError:
+            return
+        if h.flag >= 2 and h.labels is not None and len(img) == 0 and (
+                f.keys >= int(h.labels[0])).any():
+            raise RecordIOError(
+                f"{f.idx_path}: lacks key 0, the meta (header) record at byte 0 of the "
+                f"insightface file {f.rec_path}; without it identity records would read as "
+                f"images: rebuild the index with `btnet data reindex {f.rec_path}`"
+            )
 
     def _dense_labels(self, raw: np.ndarray) -> tuple[np.ndarray, int, np.ndarray | None]:
         if len(raw) and np.all(raw >= 0) and np.all(raw == np.round(raw)):

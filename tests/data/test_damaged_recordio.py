@@ -79,3 +79,25 @@ def test_half_written_last_index_line_names_file_and_line(tmp_path):
     idx.write_text(text[:-3])  # "5\t<offset>" lost its last digits and the newline
     with pytest.raises(RecordIOError, match=r"h\.idx:6: last line .* incomplete"):
         RecordDataset(rec)
+
+
+def test_index_without_the_meta_record_is_an_error(tmp_path):
+    make_folder(tmp_path / "f", [2, 3])
+    res = pack_folder(tmp_path / "f", tmp_path / "o" / "train")
+    (tmp_path / "o" / "property").unlink()  # nothing else would notice the wrong labels
+    lines = res.idx_path.read_text().splitlines(keepends=True)
+    assert lines[0].startswith("0\t")
+    res.idx_path.write_text("".join(lines[1:]))
+    with pytest.raises(RecordIOError, match=r"train\.idx: lacks key 0, the meta \(header\)"):
+        RecordDataset(res.rec_path)
+
+
+def test_salvage_cut_inside_the_identity_records_keeps_every_image(tmp_path):
+    make_folder(tmp_path / "f", [2, 3, 1])
+    res = pack_folder(tmp_path / "f", tmp_path / "o" / "train")
+    offsets = [int(line.split()[1]) for line in res.idx_path.read_text().splitlines()]
+    # records: meta, 6 images (keys 1..6), identity records (keys 7..9); cut inside key 8
+    res.rec_path.write_bytes(res.rec_path.read_bytes()[: offsets[8] + 10])
+    assert rebuild_index(res.rec_path, salvage=True).dropped_meta
+    ds = RecordDataset(res.rec_path)
+    assert len(ds) == 6 and ds.labels.tolist() == [0, 0, 1, 1, 1, 2]
