@@ -217,6 +217,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cal:
         print(f"calibration: {cal['rows']} unmated probes, target FPIR {cal['target_fpir']:g}, "
               f"threshold now {g.threshold():.4f}")
+    quarantined = sorted(p.name for p in (Path(args.gallery) / "quarantine").glob("*"))
+    if quarantined:
+        print(f"note: {len(quarantined)} damaged file(s) left out by `gallery recover` are in "
+              f"{Path(args.gallery) / 'quarantine'} ({', '.join(quarantined[:5])}); their "
+              "faces are not searched: re-enrol them", file=sys.stderr)
     return 0
 
 

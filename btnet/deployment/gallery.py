@@ -183,7 +183,8 @@ def _load_shard(path: Path, expected_sha: str | None) -> dict[str, Any]:
     if expected_sha is not None and file_sha256(path) != expected_sha:
         raise GalleryCorruptError(
             f"gallery file {path.name} is corrupted (checksum mismatch); other shards are "
-            "intact: restore this file from a backup or remove it with `btnet gallery recover`"
+            "intact: restore this file from a backup, or run `btnet gallery recover` to move it "
+            "to quarantine/ and go on without its faces"
         )
     try:
         with safe_open(str(path), framework="numpy") as fh:

@@ -118,6 +118,8 @@ def test_cli_recover_reports_quarantine(tmp_path, capsys):
     assert "4 faces" in out.out and "calibration: kept" in out.out and "/models/m" in out.out
     assert "quarantined quarantine/shard-000001.safetensors" in out.err
     assert main(["gallery", "info", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "all checksums ok" in out.out and "shard-000001.safetensors" in out.err  # not silent
 
 
 def test_interrupted_enroll_keeps_committed_chunks_and_resumes(tiny_model_dir, face_folder,
