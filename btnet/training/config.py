@@ -269,7 +269,7 @@ _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("model.embedding_size", 1, 65536, True),
     ("loss.s", 0, 1e4, False),
     ("loss.m", 0, 3.2, True),
-    ("optim.lr", 0, 100, False),
+    ("optim.lr", 0, 100, True),  # 0: weights stay put (BN statistics still update)
     ("optim.momentum", 0, 1, True),
     ("optim.weight_decay", 0, 1, True),
     ("optim.betas", 0, 1, True),

@@ -23,7 +23,6 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ("optim:\n  lr: .nan\n", "optim.lr"),
     ("optim:\n  lr: .inf\n", "optim.lr"),
     ("optim:\n  lr: -0.1\n", "optim.lr"),
-    ("optim:\n  lr: 0\n", "optim.lr"),
     ("optim:\n  momentum: 1.5\n", "optim.momentum"),
     ("optim:\n  betas: [0.9, .nan]\n", r"optim.betas\[1\]"),
     ("train:\n  max_steps: .inf\n", "train.max_steps"),
