@@ -445,17 +445,17 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     For each resolution r, one branch per unit with an r x r output (offset 0 is BTNet's
     default, the first such unit; larger offsets couple deeper and store more).
     """
-    from btnet.models import BTNet, build_backbone
+    from btnet.models import build_backbone
 
     study = Study(opts, echo)
     trunk = study.mr_trunk("v1")
-    probe = BTNet(build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
-                                               if k != "arch"}), ())
+    geometry = build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
+                                            if k != "arch"}).coupling_geometry()
     rows, points = [], []
     for r in opts.resolutions:
         settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
-        for offset, unit in enumerate(probe.coupling_candidates(r)):
-            name = probe.trunk.unit_names[unit]
+        for offset, unit in enumerate(geometry.candidates(r)):
+            name = geometry.unit_names[unit]
             stage = study.branches(trunk, name=f"figure7_r{r}_{name}", resolutions=[r],
                                    coupling_offset=offset)
             label = f"r{r}@{name}"
