@@ -151,3 +151,34 @@ def test_enroll_onto_a_file_is_a_clear_error(tiny_model_dir, face_folder, tmp_pa
                  str(tiny_model_dir), "-q"]) == 2
     assert "is a file, not a gallery folder" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def test_enroll_killed_mid_run_keeps_committed_chunks(tiny_model_dir, face_folder, tmp_path):
+    """A real process dies (``os._exit``) while embedding its third chunk; rerun with --resume."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from btnet.cli.main import main
+
+    gal = tmp_path / "gal"
+    args = ["gallery", "enroll", str(gal), str(face_folder), "--model", str(tiny_model_dir),
+            "-q", "--chunk", "4"]
+    code = textwrap.dedent(f"""
+        import os
+        import btnet.deployment.embed as e
+        real, calls = e.embed_files, []
+        def dying(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(9)
+            return real(*a, **k)
+        e.embed_files = dying
+        from btnet.cli.main import main
+        main({args!r})
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 9, out.stderr
+    assert len(Gallery.open(gal)) == 8  # two chunks of 4 survived the kill
+    assert main([*args, "--resume"]) == 0
+    assert len(Gallery.open(gal)) == 12 and len(set(Gallery.open(gal).files)) == 12
