@@ -598,10 +598,8 @@ def recover_manifest(folder: str | Path, *, trust_unverified: bool = False) -> R
         rec.removed_tmp = _remove_stale_temporaries(folder)
         try:
             old: dict[str, Any] | None = _read_manifest(folder)
-        except GalleryError:
-            old = None
-        except FileNotFoundError:
-            old = None
+        except (GalleryCorruptError, FileNotFoundError):
+            old = None  # a newer btnet's manifest (GalleryError) is not ours to rebuild
         rec.had_manifest = old is not None
         on_disk = sorted(p.name for p in folder.iterdir() if _SHARD_RE.match(p.name))
         entries: list[dict[str, Any]] = []
