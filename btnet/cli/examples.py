@@ -100,12 +100,21 @@ def has_examples(parser: argparse.ArgumentParser) -> bool:
     return "examples:" in (parser.epilog or "")
 
 
+class KeepLinesFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions as usual but keeps text laid out in lines (examples)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def attach_examples(root: argparse.ArgumentParser) -> None:
-    """Append each command's examples to its epilog (kept verbatim: raw formatting)."""
+    """Append each command's examples to its epilog, line by line as written."""
     for name, parser in iter_parsers(root):
         if has_examples(parser) or name not in EXAMPLES:
             continue
         block = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
         parser.epilog = f"{parser.epilog}\n\n{block}" if parser.epilog else block
         if parser.formatter_class is argparse.HelpFormatter:
-            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+            parser.formatter_class = KeepLinesFormatter
