@@ -287,6 +287,8 @@ _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("branch.distill_weight", 0, 1e6, True),
     ("branch.embed_distill_weight", 0, 1e6, True),
     ("branch.coupling_offset", 0, 1000, True),
+    ("branch.resolutions", 1, 4096, True),
+    ("mm.resolutions", 1, 4096, True),
     ("eval.every", 0, float("inf"), True),
     ("eval.batch_size", 1, float("inf"), True),
     ("data.num_workers", 0, 1024, True),
