@@ -16,8 +16,8 @@ def _cell(folds: list[float]) -> VerificationResult:
                               metrics={"fold_accuracies": folds})
 
 
-@pytest.mark.parametrize("folds, text", [([0.9, 0.8], "Accuracy: 2-fold"),
-                                         ([0.9] * 10, "Accuracy: 10-fold")])
+@pytest.mark.parametrize("folds, text", [([0.9, 0.8], "2-fold mean ± std"),
+                                         ([0.9] * 10, "10-fold mean ± std")])
 def test_report_states_the_number_of_folds(folds, text):
     md = render_markdown(build_verification_report([_cell(folds)], canonical=56))
     assert text in md
