@@ -221,7 +221,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if quarantined:
         print(f"note: {len(quarantined)} damaged file(s) left out by `gallery recover` are in "
               f"{Path(args.gallery) / 'quarantine'} ({', '.join(quarantined[:5])}); their "
-              "faces are not searched: re-enrol them", file=sys.stderr)
+              "faces are not searched: re-enrol them (`gallery enroll ... --resume` adds "
+              "exactly the images the gallery lacks)", file=sys.stderr)
     return 0
 
 

@@ -573,6 +573,11 @@ class Recovery:
         return [Path(q).name for q, _ in self.quarantined] + self.missing + self.ignored
 
 
+def _reason(exc: Exception) -> str:
+    """The finding of an error without its advice (recover is acting on it already)."""
+    return str(exc).split(";")[0]
+
+
 def _shard_number(name: str) -> int:
     m = _SHARD_RE.match(name)
     return int(m.group(1)) if m else 0
@@ -618,7 +623,7 @@ def recover_manifest(folder: str | Path, *, trust_unverified: bool = False) -> R
                     if data["embeddings"].shape != (e["rows"], int(old["embedding_size"])):
                         raise GalleryCorruptError(f"{e['file']}: shape {data['embeddings'].shape}")
                 except GalleryCorruptError as exc:
-                    rec.quarantined.append((_quarantine(folder, e["file"]), str(exc)))
+                    rec.quarantined.append((_quarantine(folder, e["file"]), _reason(exc)))
                     continue
                 entries.append(e)
             fingerprint, size = old["fingerprint"], int(old["embedding_size"])
@@ -629,7 +634,7 @@ def recover_manifest(folder: str | Path, *, trust_unverified: bool = False) -> R
                     data = _load_shard(path, None)
                     verified = _check_content(path, data)
                 except GalleryCorruptError as exc:
-                    rec.quarantined.append((_quarantine(folder, name), str(exc)))
+                    rec.quarantined.append((_quarantine(folder, name), _reason(exc)))
                     continue
                 if not verified and not trust_unverified:
                     rec.ignored.append(name)
