@@ -118,7 +118,12 @@ def load_onnx_backbone(path: str | Path, *, input_size: int | None = None
         "embedding_size": found["embedding_size"],
         "input_size": size,
         "input_size_from": size_from,
-        "batchnorms": {"kept": walker.kept_bn, "folded_into_conv": walker.folded_bn},
+        "batchnorms": {
+            "kept": walker.kept_bn,
+            "folded_into_conv": sum(layer != "fc" for layer, _ in walker.folded),
+            "folded_into_fc": sum(layer == "fc" for layer, _ in walker.folded),
+            "identity": [bn for _, bn in walker.folded],  # see restore_batchnorm_statistics
+        },
         "weights_dtype": walker.weights_dtype,
         "unused_initializers": walker.unused_initializers(),
         "input_convention": found["input_convention"],
@@ -138,6 +143,73 @@ def onnx_input(path: str | Path, normalised: np.ndarray) -> np.ndarray:
     if convention["in_graph"]:
         return ((x + 1.0) * PIXEL_CENTRE).astype(np.float32)
     return x
+
+
+def conv_batchnorm_pairs(backbone: torch.nn.Module) -> list[tuple[str, str]]:
+    """``(conv, BatchNorm right after it)`` module names of an insightface-layout IResNet."""
+    pairs = [("conv1", "bn1")]
+    for name, module in backbone.named_modules():
+        if hasattr(module, "conv2") and hasattr(module, "bn3"):  # an IBasicBlock
+            pairs += [(f"{name}.conv1", f"{name}.bn2"), (f"{name}.conv2", f"{name}.bn3")]
+            if module.downsample is not None:
+                pairs.append((f"{name}.downsample.0", f"{name}.downsample.1"))
+    return pairs
+
+
+def _is_identity_bn(bn: torch.nn.Module) -> bool:
+    return (bool(torch.all(bn.weight == 1)) and bool(torch.all(bn.running_mean == 0))
+            and bool(torch.all(bn.running_var == torch.tensor(IDENTITY_VAR))))
+
+
+@torch.no_grad()
+def restore_batchnorm_statistics(backbone: torch.nn.Module, batches: Any) -> list[str]:
+    """Give the identity BatchNorms of an import real statistics; the function is unchanged.
+
+    Why: an identity BatchNorm computes the graph exactly in eval mode, but a BatchNorm that
+    trains (a branch path's per-resolution copy in train mode) normalises by batch statistics,
+    which would wipe out the scale folded into the convolution before it. Measuring each such
+    convolution's per-channel output mean ``m`` and std ``s`` on faces at the canonical size
+    (``batches``: normalised N x 3 x S x S tensors) and rewriting ``conv.weight /= s``,
+    ``bn.weight = s``, ``bn.running_mean = m / s``, ``bn.bias += m`` keeps eval outputs equal
+    (up to float rounding) while the running statistics again describe the activations, as an
+    unfolded BatchNorm's do. Returns the BatchNorms rewritten.
+    """
+    pairs = [(c, b) for c, b in conv_batchnorm_pairs(backbone)
+             if _is_identity_bn(backbone.get_submodule(b))]
+    if not pairs:
+        return []
+    sums: dict[str, list[torch.Tensor | int]] = {}
+    hooks = []
+    for conv, _ in pairs:
+        def hook(_m: Any, _i: Any, out: torch.Tensor, conv: str = conv) -> None:
+            y = out.double().transpose(0, 1).reshape(out.shape[1], -1)
+            acc = sums.setdefault(conv, [0, 0.0, 0.0])
+            acc[0] += y.shape[1]
+            acc[1] = acc[1] + y.sum(1)
+            acc[2] = acc[2] + (y * y).sum(1)
+        hooks.append(backbone.get_submodule(conv).register_forward_hook(hook))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for x in batches:
+            backbone(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        backbone.train(was_training)
+    if not sums:
+        raise ValueError("restore_batchnorm_statistics needs at least one batch of faces")
+    for conv, bn in pairs:
+        n, total, squares = sums[conv]
+        mean = total / n
+        std = torch.sqrt(torch.clamp(squares / n - mean * mean, min=0.0))
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))  # dead channels stay as they are
+        c, b = backbone.get_submodule(conv), backbone.get_submodule(bn)
+        c.weight.div_(std.view(-1, 1, 1, 1).to(c.weight.dtype))
+        b.weight.copy_(std)
+        b.running_mean.copy_(mean / std)
+        b.bias.add_(mean.to(b.bias.dtype))
+    return [bn for _, bn in pairs]
 
 
 # --------------------------------------------------------------------------- reading
@@ -229,7 +301,7 @@ class _Walker:
         self.alias: dict[str, str] = {}
         self.params: dict[str, np.ndarray] = {}
         self.kept_bn = 0
-        self.folded_bn = 0
+        self.folded: list[tuple[str, str]] = []  # (conv or fc, the identity BatchNorm after it)
         dtypes = {str(v.dtype) for v in self.consts.values() if v.dtype.kind == "f"}
         self.weights_dtype = ",".join(sorted(dtypes)) or "none"
         self._fold_constants()
@@ -498,15 +570,15 @@ class _Walker:
         if len(users) == 1 and self.nodes[users[0]].op_type == "BatchNormalization":
             out = self._batchnorm(users[0], out_ch, bn, shift=bias)
         else:
-            self._identity_bn(bn, out_ch, bias)
+            self._identity_bn(conv, bn, out_ch, bias)
         return out, out_ch
 
-    def _identity_bn(self, bn: str, channels: int, bias: np.ndarray | None) -> None:
+    def _identity_bn(self, layer: str, bn: str, channels: int, bias: np.ndarray | None) -> None:
         self.params[f"{bn}.weight"] = np.ones(channels)
         self.params[f"{bn}.bias"] = np.zeros(channels) if bias is None else bias.reshape(-1)
         self.params[f"{bn}.running_mean"] = np.zeros(channels)
         self.params[f"{bn}.running_var"] = np.full(channels, IDENTITY_VAR)
-        self.folded_bn += 1
+        self.folded.append((layer, bn))
 
     def _batchnorm(self, i: int, channels: int, bn: str, shift: np.ndarray | None = None) -> str:
         """A BatchNormalization node onto ``bn``; ``shift`` is a conv bias before it."""
@@ -627,7 +699,7 @@ class _Walker:
         if users and self.nodes[users[0]].op_type == "BatchNormalization" and len(users) == 1:
             h = self._batchnorm(users[0], emb, "features")
         else:  # an optimiser folded it into fc
-            self._identity_bn("features", emb, None)
+            self._identity_bn("fc", "features", emb, None)
         extra = self.users(h)
         if extra:
             raise self.fail(extra[0], "the graph should end at the embedding (the features "

@@ -66,6 +66,22 @@ class Trunk:
                 f"input {self.input_convention.get('formula', '?')} "
                 f"({self.input_convention.get('source', 'btnet')})")
 
+    def restore_batchnorm_statistics(self, batches: Any, *, described_as: str) -> list[str]:
+        """Give the identity BatchNorms of an ONNX import real statistics (eval unchanged).
+
+        Call it before training anything that runs the trunk's BatchNorms in train mode (e.g.
+        per-resolution BatchNorm copies): see
+        :func:`btnet.io.onnx_import.restore_batchnorm_statistics`. ``batches`` are normalised
+        faces at the canonical size; ``described_as`` (e.g. "200 images of faces/") is
+        recorded in ``meta`` with the count. A trunk without identity BatchNorms is unchanged.
+        """
+        from btnet.io.onnx_import import restore_batchnorm_statistics
+
+        restored = restore_batchnorm_statistics(self.backbone, batches)
+        if restored:
+            self.meta["batchnorm_statistics"] = {"restored": len(restored), "from": described_as}
+        return restored
+
     def provenance(self) -> dict[str, Any]:
         """JSON-able record for ``model.json`` ``meta.trunk_source`` of models built on it."""
         return {"kind": self.kind, "path": str(self.source.resolve()),

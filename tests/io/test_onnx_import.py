@@ -20,7 +20,13 @@ from onnxhelpers import (
 )
 
 from btnet.deployment.onnx_arcface import export_arcface_onnx
-from btnet.io.onnx_import import IDENTITY_VAR, OnnxImportError, load_onnx_backbone, onnx_input
+from btnet.io.onnx_import import (
+    IDENTITY_VAR,
+    OnnxImportError,
+    load_onnx_backbone,
+    onnx_input,
+    restore_batchnorm_statistics,
+)
 from btnet.models.iresnet import IRESNET_LAYERS, IResNet
 
 pytest.importorskip("onnxruntime")
@@ -66,7 +72,9 @@ def test_import_reproduces_onnxruntime_with_dynamic_batch(r18):
     assert info["arch"] == "iresnet18" and info["layers"] == [2, 2, 2, 2]
     assert (info["width"], info["embedding_size"], info["input_size"]) == (4, 16, 112)
     assert info["batch"] == "dynamic" and info["input_name"] == "data"
-    assert info["batchnorms"] == {"kept": blocks + 2, "folded_into_conv": 1 + 2 * blocks + 4}
+    assert info["batchnorms"]["kept"] == blocks + 2
+    assert info["batchnorms"]["folded_into_conv"] == 1 + 2 * blocks + 4
+    assert info["batchnorms"]["folded_into_fc"] == 0
     conv = info["input_convention"]
     assert conv["in_graph"] is False and conv["source"].startswith("assumed")
     assert (conv["mean"], conv["std"], conv["channels"]) == (127.5, 127.5, "RGB")
@@ -211,3 +219,36 @@ def test_real_faces_match_onnxruntime(r18, shared_data, tmp_path):
     backbone, _ = load_onnx_backbone(variant)
     pixels = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
     assert_same_embeddings(ort_run(variant, pixels), torch_run(backbone, x))
+
+
+def test_restored_statistics_make_train_mode_batchnorm_behave_like_the_original(tmp_path):
+    """A folded BN as identity is exact in eval mode but, trained on batch statistics, it would
+    wipe out the folded scale; restore_batchnorm_statistics fixes that without changing eval."""
+    import copy
+
+    x = torch.from_numpy(_batch(64, 32, seed=6))
+    net = random_iresnet("iresnet18", 4, 32, 8, seed=1)
+    for m in net.modules():  # running statistics = the data's own, as in a trained model
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 1.0
+    with torch.no_grad():
+        net.train()(x)
+    net.eval()
+    backbone, info = load_onnx_backbone(export_arcface_onnx(net, tmp_path / "t.onnx"))
+
+    def train_vs_eval(model: torch.nn.Module) -> float:
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            e, t = model.eval()(x), model.train()(x)
+        return float(torch.nn.functional.cosine_similarity(t, e).min())
+
+    assert train_vs_eval(net) > 0.999
+    assert train_vs_eval(backbone) < 0.9  # identity BNs: train mode is another function
+    with torch.no_grad():
+        before = backbone(x)
+    restored = restore_batchnorm_statistics(backbone, [x[:32], x[32:]])
+    assert restored == info["batchnorms"]["identity"]
+    with torch.no_grad():
+        assert_same_embeddings(before.numpy(), backbone(x).numpy(), tol=1e-5)
+    assert train_vs_eval(backbone) > 0.999
+    assert restore_batchnorm_statistics(backbone, [x]) == []  # nothing identity is left

@@ -80,11 +80,14 @@ def test_onnx_trunk_round_trip_keeps_its_provenance(tmp_path):
     assert_same_embeddings(torch_run(net, x), torch_run(trunk.backbone, x))
     assert "onnx trunk r18.onnx: iresnet18 width 2" in trunk.describe()
 
+    assert trunk.restore_batchnorm_statistics([torch.from_numpy(x)], described_as="3 noise")
+    assert trunk.meta["batchnorm_statistics"] == {"restored": 21, "from": "3 noise"}
     folder = trunk.save(tmp_path / "imported")
     stored = load_model(folder)
     source = stored.meta["trunk_source"]
     assert source["kind"] == "onnx" and source["input_convention"] == trunk.input_convention
     assert source["sha256"] == trunk.meta["sha256"]
+    assert source["batchnorm_statistics"]["restored"] == 21
     again = open_trunk(folder)
     assert again.input_convention == trunk.input_convention  # recorded, never re-guessed
     assert _same_module_output(again.backbone, trunk.backbone, 32)
