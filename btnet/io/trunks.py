@@ -96,16 +96,22 @@ class Trunk:
                              meta={"name": name, "trunk_source": self.provenance()})
 
 
-def open_trunk(source: str | Path, *, input_size: int | None = None) -> Trunk:
+VERIFY_TOLERANCE = 1e-3  # an import further than this from onnxruntime is refused
+
+
+def open_trunk(source: str | Path, *, input_size: int | None = None, verify: bool = True
+               ) -> Trunk:
     """Open ``source`` as a trunk: a btnet model folder, an arcface_torch ``.pth`` or an ``.onnx``.
 
     ``input_size`` overrides the canonical size where the file cannot state it (a ``.pth``
     stores only the flattened head, which fits every size from 16(f-1)+1 to 16f; 112 is read
-    as the arcface_torch default). The backbone is returned in eval mode.
+    as the arcface_torch default). The backbone is returned in eval mode. An ONNX import is
+    compared with onnxruntime on random faces (``verify``; recorded in ``meta``) and refused
+    beyond :data:`VERIFY_TOLERANCE` on L2-normalised embeddings.
     """
     path = Path(source)
     if path.is_file() and path.suffix.lower() in ONNX_SUFFIXES:
-        return _open_onnx(path, input_size)
+        return _open_onnx(path, input_size, verify)
     if path.is_file() and path.suffix.lower() in PTH_SUFFIXES:
         return _open_pth(path, input_size)
     if path.is_dir():
@@ -238,10 +244,19 @@ def _open_pth(path: Path, input_size: int | None) -> Trunk:
 # --------------------------------------------------------------------------- ONNX
 
 
-def _open_onnx(path: Path, input_size: int | None) -> Trunk:
-    from btnet.io.onnx_import import load_onnx_backbone
+def _open_onnx(path: Path, input_size: int | None, verify: bool) -> Trunk:
+    from btnet.io.onnx_import import OnnxImportError, load_onnx_backbone, verify_against_onnxruntime
 
     backbone, info = load_onnx_backbone(path, input_size=input_size)
     convention = dict(info["input_convention"])
     meta = {"name": path.stem, **{k: v for k, v in info.items() if k != "input_convention"}}
+    if verify:
+        diff = verify_against_onnxruntime(path, backbone, info)
+        if diff is not None and diff > VERIFY_TOLERANCE:
+            raise OnnxImportError(f"{path}: the import differs from onnxruntime by {diff:.2e} "
+                                  "on normalised embeddings; the graph has something the "
+                                  "importer does not model")
+        meta["verified_vs_onnxruntime"] = ("onnxruntime not installed" if diff is None else
+                                           {"max_abs_diff_normalised": diff,
+                                            "faces": "2 random at the canonical size"})
     return Trunk(backbone, "onnx", path, convention, None, meta)

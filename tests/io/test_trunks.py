@@ -79,6 +79,7 @@ def test_onnx_trunk_round_trip_keeps_its_provenance(tmp_path):
     assert_same_embeddings(ort_run(path, x), torch_run(trunk.backbone, x))
     assert_same_embeddings(torch_run(net, x), torch_run(trunk.backbone, x))
     assert "onnx trunk r18.onnx: iresnet18 width 2" in trunk.describe()
+    assert trunk.meta["verified_vs_onnxruntime"]["max_abs_diff_normalised"] <= 1e-4
 
     assert trunk.restore_batchnorm_statistics([torch.from_numpy(x)], described_as="3 noise")
     assert trunk.meta["batchnorm_statistics"] == {"restored": 21, "from": "3 noise"}
@@ -101,6 +102,24 @@ def test_imported_trunk_takes_branches(tmp_path):
     with torch.no_grad():
         assert model.forward_path(_x(2, 8), 8).shape == (2, 8)
         assert torch.allclose(model.forward_path(_x(2, 32), 32), net(_x(2, 32)), atol=1e-4)
+
+
+def test_onnx_trunk_that_disagrees_with_onnxruntime_is_refused(tmp_path, monkeypatch):
+    import btnet.io.onnx_import as onnx_import
+
+    path = export_arcface_onnx(random_iresnet("iresnet18", 2, 32, 8, seed=3), tmp_path / "t.onnx")
+    real = onnx_import.load_onnx_backbone
+
+    def mismapped(*args, **kwargs):  # stands in for a graph feature the walk does not model
+        backbone, info = real(*args, **kwargs)
+        with torch.no_grad():
+            backbone.layer2[0].prelu.weight.mul_(-3.0)
+        return backbone, info
+
+    monkeypatch.setattr(onnx_import, "load_onnx_backbone", mismapped)
+    with pytest.raises(onnx_import.OnnxImportError, match="differs from onnxruntime"):
+        open_trunk(path)
+    assert open_trunk(path, verify=False).kind == "onnx"
 
 
 def test_unknown_sources_are_refused(tmp_path):
