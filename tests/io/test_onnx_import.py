@@ -121,6 +121,19 @@ def test_constant_folded_graph_imports_the_same(r18, tmp_path):
     assert info["arch"] == "iresnet18"
 
 
+def test_onnx_simplifier_graph_imports_the_same(tmp_path):
+    """torch2onnx.py --simplify: the real onnx-simplifier, where it is installed."""
+    pytest.importorskip("onnxsim", reason="onnx-simplifier (onnxsim) is not installed; the "
+                        "constant-folded variant above covers the same rewrite")
+    net = random_iresnet("iresnet18", 4, 112, 16, seed=3)
+    path = export_arcface_onnx(net, tmp_path / "r18_sim.onnx", simplify=True)
+    assert op_counts(path).get("Identity", 0) == 0
+    backbone, info = load_onnx_backbone(path)
+    x = _batch(3, 112, seed=7)
+    assert info["batch"] == "dynamic"
+    assert_same_embeddings(ort_run(path, x), torch_run(backbone, x))
+
+
 @pytest.mark.parametrize("arch,width,size,emb", [("iresnet34", 2, 48, 8), ("iresnet50", 3, 32, 12)])
 def test_depth_width_and_size_are_read_from_the_graph(tmp_path, arch, width, size, emb):
     net = random_iresnet(arch, width, size, emb, seed=5)
