@@ -134,6 +134,32 @@ def test_onnx_simplifier_graph_imports_the_same(tmp_path):
     assert_same_embeddings(ort_run(path, x), torch_run(backbone, x))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice
+def test_unfolded_batchnorms_and_conv_biases_map_too(tmp_path):
+    """A graph exported without folding (BatchNormalization after each Conv), one conv with a bias."""
+    from onnx import numpy_helper
+
+    net = random_iresnet("iresnet18", 2, 32, 8, seed=8)
+    path = tmp_path / "unfolded.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(path), input_names=["data"],
+                      opset_version=11, dynamo=False, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    model = onnx.load(str(path))
+    stem = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert len(stem.input) == 2  # no bias: the BatchNorm after it was not folded
+    bias = np.random.default_rng(0).uniform(-0.5, 0.5, 2).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(bias, "stem_bias"))
+    stem.input.append("stem_bias")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, str(path))
+    backbone, info = load_onnx_backbone(path)
+    blocks = sum(IRESNET_LAYERS["iresnet18"])
+    assert info["batchnorms"]["kept"] == 1 + 3 * blocks + 4 + 2
+    assert info["batchnorms"]["folded_into_conv"] == 0
+    x = _batch(2, 32, seed=9)
+    assert_same_embeddings(ort_run(path, x), torch_run(backbone, x))
+
+
 @pytest.mark.parametrize("arch,width,size,emb", [("iresnet34", 2, 48, 8), ("iresnet50", 3, 32, 12)])
 def test_depth_width_and_size_are_read_from_the_graph(tmp_path, arch, width, size, emb):
     net = random_iresnet(arch, width, size, emb, seed=5)
