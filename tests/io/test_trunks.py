@@ -99,9 +99,11 @@ def test_imported_trunk_takes_branches(tmp_path):
     net = random_iresnet("iresnet18", 2, 32, 8, seed=4)
     trunk = open_trunk(export_arcface_onnx(net, tmp_path / "t.onnx"))
     model = BTNet(trunk.backbone, (8,)).eval()
+    owned = [name for name, _ in model.branch_path(8).owned_modules()]
+    assert any(name.endswith("bn3") for name in owned)  # a folded (identity) BatchNorm, copied
     with torch.no_grad():
-        assert model.forward_path(_x(2, 8), 8).shape == (2, 8)
-        assert torch.allclose(model.forward_path(_x(2, 32), 32), net(_x(2, 32)), atol=1e-4)
+        assert model(_x(2, 8)).shape == (2, 8)
+        assert torch.allclose(model(_x(2, 32)), net(_x(2, 32)), atol=1e-4)
 
 
 def test_onnx_trunk_that_disagrees_with_onnxruntime_is_refused(tmp_path, monkeypatch):
