@@ -47,7 +47,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         elif p.suffix.lower() in LIST_EXTENSIONS:
             if not p.is_file():
                 raise FileNotFoundError(f"list file not found: {p}")
-            for line in p.read_text().splitlines():
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line.split("\t")[0])
@@ -59,11 +59,26 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+# Below this many pixels on the smaller side an image holds no face a recogniser can use
+# (the smallest BTNet branch takes 7-pixel faces); embedding it would return a confident-looking
+# vector that means nothing.
+MIN_IMAGE_SIDE = 4
+
+
 def _read(path: Path) -> np.ndarray:
     img = read_image(path)
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise CorruptImageError(f"{path}: zero-size image")
+    if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+        raise CorruptImageError(
+            f"{path}: {img.shape[1]}x{img.shape[0]} image is too small to hold a face (the "
+            f"minimum is {MIN_IMAGE_SIDE} px on the smaller side)"
+        )
     return img
+
+
+class NonFiniteEmbeddingError(ValueError):
+    """The model produced NaN or infinite embeddings: its weights (or the input) are damaged."""
 
 
 def embed_files(
@@ -95,7 +110,16 @@ def embed_files(
             images.append(img)
             kept.append(str(f))
         if images:
-            parts.append(encoder.encode(images, batch_size=batch_size, flip=flip, progress=progress))
+            res = encoder.encode(images, batch_size=batch_size, flip=flip, progress=progress)
+            bad = ~np.isfinite(res.embeddings).all(axis=1)
+            if bad.any():
+                first = kept[len(kept) - len(images) + int(np.argmax(bad))]
+                raise NonFiniteEmbeddingError(
+                    f"{encoder.source or encoder.name}: the model returned NaN or infinite "
+                    f"embeddings for {int(bad.sum())} of {len(images)} images (e.g. {first}); its "
+                    "weights are probably damaged: nothing was written"
+                )
+            parts.append(res)
     res = EncodeResult.concat(parts, encoder.embedding_size, encoder.canonical)
     res.files, res.failed = kept, failed
     return res

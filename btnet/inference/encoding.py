@@ -62,12 +62,15 @@ class EncodeResult:
     """Embeddings of a set of faces and how each was served.
 
     ``embeddings``: N x D float32, L2-normalised. ``paths``: the input resolution of the path
-    that served each face (``canonical`` = the trunk). ``sizes``: N x 2 source height, width.
-    ``files`` and ``failed`` are filled when the faces came from files (``btnet embed``).
+    that served each face (``canonical`` = the trunk). ``norms``: L2 norms of the raw
+    (flip-fused) outputs before normalisation (insightface's templates weight faces by them).
+    ``sizes``: N x 2 source height, width. ``files`` and ``failed`` are filled when the faces
+    came from files (``btnet embed``).
     """
 
     embeddings: np.ndarray
     paths: list[int]
+    norms: np.ndarray | None = None
     sizes: np.ndarray | None = None
     canonical: int | None = None
     files: list[str] | None = None
@@ -85,14 +88,18 @@ class EncodeResult:
     def concat(cls, parts: Sequence[EncodeResult], embedding_size: int, canonical: int) -> EncodeResult:
         """One result from several chunks' (an empty list gives zero rows)."""
         if not parts:
-            return cls(
-                np.zeros((0, embedding_size), np.float32), [], np.zeros((0, 2), np.int32), canonical
-            )
-        sizes = [p.sizes for p in parts if p.sizes is not None]
+            return cls(np.zeros((0, embedding_size), np.float32), [], np.zeros(0, np.float32),
+                       np.zeros((0, 2), np.int32), canonical)
+
+        def joined(field: str, dtype: type) -> np.ndarray | None:
+            arrays = [getattr(p, field) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays).astype(dtype)
+
         return cls(
             np.concatenate([p.embeddings for p in parts]).astype(np.float32, copy=False),
             [int(r) for p in parts for r in p.paths],
-            np.concatenate(sizes).astype(np.int32) if len(sizes) == len(parts) else None,
+            joined("norms", np.float32),
+            joined("sizes", np.int32),
             canonical,
         )
 
@@ -224,7 +231,8 @@ class RoutedEncoder:
                     out[[i for i, _ in part]] = self.embed_batch(path, [im for _, im in part], flip)
                     bar.update(len(part))
         bar.close()
-        return EncodeResult(l2_normalize(out), paths, sizes, self.canonical)
+        norms = np.linalg.norm(out, axis=1).astype(np.float32)
+        return EncodeResult(l2_normalize(out), paths, norms, sizes, self.canonical)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, paths={self.served}, backend={self.backend})"
