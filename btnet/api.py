@@ -34,9 +34,9 @@ def load(source: str | Path, **kwargs: Any) -> Encoder:
     """An encoder for ``source``, routing faces with the selector stored beside the model.
 
     ``source``: a stored model folder or a training output folder, an ONNX export folder
-    (onnxruntime, no PyTorch), an arcface_torch ``backbone.pth``, ``mm:7=DIR,...`` or
-    ``NAME=SOURCE``. ``kwargs`` go to :func:`btnet.inference.load_encoder` (``selector``,
-    ``device``, ``threads``, ``arch`` / ``input_size`` for a ``.pth``). The torch model is at
+    (onnxruntime, no PyTorch), an arcface_torch ``backbone.pth`` or ``.onnx``, ``mm:7=DIR,...``
+    or ``NAME=SOURCE``. ``kwargs`` go to :func:`btnet.inference.load_encoder` (``selector``,
+    ``device``, ``threads``, ``share_weights``, ``input_size``). The torch model is at
     ``encoder.model`` (BTNet) or ``encoder.backbone`` (plain recogniser).
     """
     from btnet.inference.loading import load_encoder

@@ -5,8 +5,9 @@ Sources (``btnet.load`` and every CLI command that takes a model go through :fun
 - ``DIR``: a stored model folder (a BTNet with its stored branch selector, or a plain
   backbone), or a training output folder holding one in ``model/``;
 - an ONNX export folder (``manifest.json``): served by onnxruntime without importing PyTorch;
-- ``backbone.pth``: an arcface_torch checkpoint, read weights-only (no code runs); the IResNet
-  depth, width and embedding size are read from its tensors, ``input_size`` defaults to 112;
+- ``backbone.pth`` or an arcface_torch ``.onnx`` graph: a recogniser trained elsewhere, read by
+  :func:`btnet.io.trunks.open_trunk` (weights-only, architecture read from the tensors) and
+  served like phi_hr;
 - ``mm:7=DIR,14=DIR,28=DIR[,112=DIR]``: phi_mm, one stored model per resolution (each a
   one-path BTNet or a backbone of that input size);
 - ``NAME=SOURCE`` names the encoder in reports, e.g. ``phi_hr=runs/hr/model``.
@@ -26,7 +27,7 @@ from btnet.models.selection import BranchSelector
 if TYPE_CHECKING:
     import torch
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt")
+TRUNK_FILE_SUFFIXES = (".pth", ".pt", ".onnx")  # read by btnet.io.trunks.open_trunk
 
 
 def split_name(spec: str) -> tuple[str | None, str]:
@@ -55,14 +56,13 @@ def load_encoder(
     name: str | None = None,
     threads: int | None = None,
     share_weights: bool = True,
-    **checkpoint_kw: Any,
+    input_size: int | None = None,
 ) -> RoutedEncoder:
     """Open ``spec`` (see the module doc) as an encoder whose ``.selector`` is the stored one.
 
     ``selector`` overrides the stored routing policy; ``threads`` and ``share_weights`` apply to
-    onnxruntime (:class:`~btnet.inference.onnx_backend.OnnxEncoder`);
-    ``checkpoint_kw`` (``arch``, ``input_size``, ``embedding_size``, ``width``) describe a
-    ``backbone.pth`` where reading it from the tensors is not enough.
+    onnxruntime (:class:`~btnet.inference.onnx_backend.OnnxEncoder`); ``input_size`` is the
+    canonical size of a ``backbone.pth`` or arcface ``.onnx`` where the file cannot state it.
     """
     label, source = split_name(str(spec))
     label = name or label
@@ -73,13 +73,14 @@ def load_encoder(
         return OnnxEncoder(
             path, selector=selector, threads=threads, name=label, share_weights=share_weights
         )
-    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        return _load_checkpoint(path, device, label, checkpoint_kw)
+    if path.is_file() and path.suffix.lower() in TRUNK_FILE_SUFFIXES:
+        return _load_trunk_file(path, device, label, input_size)
     folder = find_model_folder(path)
     if folder is None:
         raise FileNotFoundError(
             f"no model at {source} (expected a stored model folder with model.json, a training "
-            "output folder, an ONNX export folder with manifest.json, or an arcface_torch .pth)"
+            "output folder, an ONNX export folder with manifest.json, or an arcface_torch .pth "
+            "or .onnx)"
         )
     return _load_stored(folder, selector, device, label)
 
@@ -106,49 +107,19 @@ def _load_stored(
     return enc
 
 
-def _load_checkpoint(path: Path, device: Any, label: str | None, kw: dict[str, Any]) -> RoutedEncoder:
+def _load_trunk_file(
+    path: Path, device: Any, label: str | None, input_size: int | None
+) -> RoutedEncoder:
+    """A recogniser file from elsewhere (:func:`btnet.io.trunks.open_trunk`) as phi_hr."""
     from btnet.inference.encoders import UpsamplingEncoder
     from btnet.io.fingerprint import checkpoint_fingerprint
-    from btnet.io.model_store import read_arcface_state
-    from btnet.models import build_backbone
+    from btnet.io.trunks import open_trunk
 
-    state = read_arcface_state(path)
-    config = {**arcface_config(state), **kw}
-    arch = config.pop("arch")
-    backbone = build_backbone(arch, **config)
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: does not fit {arch} {config} ({str(exc).splitlines()[0]}); pass arch=, "
-            "input_size=, width= or embedding_size="
-        ) from exc
-    enc = UpsamplingEncoder(backbone, name=label or path.stem, device=device)
+    trunk = open_trunk(path, input_size=input_size)
+    enc = UpsamplingEncoder(trunk.backbone, name=label or path.stem, device=device)
     enc.source = str(path)
-    enc._fingerprint = lambda: checkpoint_fingerprint(path, backbone.config)
+    enc._fingerprint = lambda: checkpoint_fingerprint(path, trunk.backbone.config)
     return enc
-
-
-def arcface_config(state: dict[str, Any]) -> dict[str, Any]:
-    """IResNet depth, width and embedding size of an arcface_torch state dict (input 112)."""
-    from btnet.models.iresnet import IRESNET_LAYERS
-
-    blocks = []
-    for i in range(1, 5):
-        units = {k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}
-        blocks.append(len(units))
-    by_layers = {v: k for k, v in IRESNET_LAYERS.items()}
-    if tuple(blocks) not in by_layers or "conv1.weight" not in state or "fc.weight" not in state:
-        raise ValueError(
-            f"not an arcface_torch IResNet checkpoint (blocks per stage {blocks}); "
-            "pass arch= for another architecture"
-        )
-    return {
-        "arch": by_layers[tuple(blocks)],
-        "width": int(state["conv1.weight"].shape[0]),
-        "embedding_size": int(state["fc.weight"].shape[0]),
-        "input_size": 112,
-    }
 
 
 def _load_per_resolution(
