@@ -81,6 +81,8 @@ def test_load_keeps_the_stored_selector(tiny_btnet, tmp_path):
         expected = np.concatenate([_unit(tiny_btnet(to_tensor(fit_to(im, r))))
                                    for im, r in zip(images, (7, 14, 56))])
     assert np.abs(res.embeddings - expected).max() < 1e-5
+    near = enc.with_selector(BranchSelector.from_rule((7, 14, 56), "min", "near"))
+    assert btnet.encode(near, images).paths == [14, 14, 56] and enc.selector == floor
 
 
 def test_load_an_arcface_checkpoint(tmp_path):
@@ -90,6 +92,7 @@ def test_load_an_arcface_checkpoint(tmp_path):
     torch.save(state, tmp_path / "backbone.pth")
     enc = btnet.load(tmp_path / "backbone.pth")
     assert enc.backbone.config == backbone.config and enc.paths == (112,)
+    assert not hasattr(enc, "with_selector")  # one path: evaluation has no policy to vary
     face = _faces(1, 112)[0]
     res = btnet.encode(enc, [face, downsample(face, 30)])
     assert res.paths == [112, 112]
