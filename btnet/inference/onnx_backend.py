@@ -2,14 +2,18 @@
 
 The folder's ``manifest.json`` names one graph per path, the routing policy, the embedding size
 and the fingerprint of the source model. The trunk's weights, which every path runs, are stored
-once (``weights.bin``); they are read once and given to every path's session as shared
-initializers, so serving all paths holds one copy of the trunk, not one per path. :class:`OnnxEncoder` is the shared
+once (``weights.bin``). On first use each path's graph is optimised by onnxruntime for this CPU
+(BatchNorm kept apart from the trunk's convs), and the optimised tensors are pooled by content,
+so the trunk's re-laid-out weights are held once for all paths while every path runs the fast
+kernels. :class:`OnnxEncoder` is the shared
 :class:`~btnet.inference.encoding.RoutedEncoder` over an :class:`OnnxRunner`; nothing here
 imports PyTorch or ``btnet.models`` internals.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +41,11 @@ def is_onnx_export(folder: str | Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
-# onnxruntime rewrites that would give each session its own copy of shared weights: folding a
-# path's BatchNorm into the trunk's conv / matmul, and re-laying convs out in blocked NCHWc.
-COPYING_OPTIMIZERS = ("ConvBNFusion", "MatMulBNFusion", "NchwcTransformer")
+# Folding a path's BatchNorm into the trunk's conv / matmul would give every path its own copy of
+# the trunk's weights; with it off, onnxruntime's other rewrites (NCHWc re-layout, fusions) turn
+# the trunk's tensors into the same bytes in every path's optimised graph.
+BN_FOLDING = ("ConvBNFusion", "MatMulBNFusion")
+EXTERNAL_MIN_BYTES = 1024  # optimised tensors this big go to the side file, to be pooled
 
 
 def _onnxruntime() -> Any:
@@ -55,12 +61,14 @@ def ort_session(
     threads: int | None = None,
     initializers: dict[str, Any] | None = None,
     config: dict[str, str] | None = None,
+    optimised: bool = False,
 ) -> Any:
     """A CPU onnxruntime session (``threads``: intra-op threads; None = onnxruntime's default).
 
     ``initializers`` (name -> OrtValue) replace the graph's own tensors of those names without
     copying them: how several path graphs share one copy of the trunk's weights. ``config``:
-    extra session config entries (e.g. ``session.set_denormal_as_zero``).
+    extra session config entries (e.g. ``session.set_denormal_as_zero``). ``optimised``: the
+    graph was already optimised (:func:`optimise_graph`); run it as it is.
     """
     ort = _onnxruntime()
     opts = ort.SessionOptions()
@@ -68,78 +76,145 @@ def ort_session(
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if optimised:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     for key, value in (config or {}).items():
         opts.add_session_config_entry(key, value)
-    kwargs: dict[str, Any] = {}
     if initializers:
         for name, value in initializers.items():
             opts.add_initializer(name, value)
-        # Each of these makes a per-session transformed copy of the weights it touches.
+        # pre-packing would give each session a private re-packed copy of a shared matrix
         opts.add_session_config_entry("session.disable_prepacking", "1")
-        kwargs["disabled_optimizers"] = list(COPYING_OPTIMIZERS)
-    return ort.InferenceSession(
-        str(file), sess_options=opts, providers=["CPUExecutionProvider"], **kwargs
+    return ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def optimise_graph(file: Path, out_dir: Path) -> Path:
+    """Let onnxruntime optimise ``file`` for this CPU (BatchNorm left unfolded) into ``out_dir``.
+
+    The result (``optimised.onnx`` with its tensors in ``optimised.bin``) uses this machine's
+    blocked (NCHWc) layouts, so it is written to a temporary folder and never shipped.
+    """
+    ort = _onnxruntime()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # the "hardware specific" warning: that is why it stays local
+    graph = out_dir / "optimised.onnx"
+    opts.optimized_model_filepath = str(graph)
+    opts.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", "optimised.bin"
     )
+    opts.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", str(EXTERNAL_MIN_BYTES)
+    )
+    ort.InferenceSession(
+        str(file), sess_options=opts, providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(BN_FOLDING),
+    )
+    return graph
 
 
-class SharedWeights:
-    """The export's ``weights.bin``, read once; each tensor handed out as a (cached) OrtValue."""
+class TensorPool:
+    """Tensors of several optimised path graphs, each distinct content held once.
 
-    def __init__(self, folder: Path, table: dict[str, Any]):
-        path = folder / table["file"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: shared weights {table['file']} are missing")
-        if table.get("sha256") and file_sha256(path) != table["sha256"]:
-            raise ValueError(f"{path}: checksum differs from {MANIFEST} (damaged or from another export)")
-        self.data = np.fromfile(path, dtype=np.uint8)
-        self.tensors = table["tensors"]
-        self._values: dict[str, Any] = {}
+    Keys are the bytes' SHA-256 with dtype and shape, so sharing needs no tensor names: the
+    trunk's tensors, re-laid out identically for every path, are pooled; a path's own
+    BatchNorm and branch tensors are not. The arrays back the OrtValues (no copy), so the pool
+    must live as long as the sessions using it (the runner keeps it).
+    """
 
-    def array(self, key: str) -> np.ndarray:
-        t = self.tensors[key]
-        raw = self.data[int(t["offset"]) : int(t["offset"]) + int(t["length"])]
-        return raw.view(np.dtype(t["dtype"])).reshape(t["shape"])
+    def __init__(self) -> None:
+        self._tensors: dict[str, tuple[np.ndarray, Any]] = {}
+        self.requested_bytes = 0  # what the sessions would hold without pooling
 
-    def value(self, key: str) -> Any:
-        if key not in self._values:
-            self._values[key] = _onnxruntime().OrtValue.ortvalue_from_numpy(self.array(key))
-        return self._values[key]
+    def value(self, raw: bytes, dtype: str, shape: list[int]) -> Any:
+        self.requested_bytes += len(raw)
+        h = hashlib.sha256(raw)
+        h.update(f"{dtype}:{shape}".encode())
+        key = h.hexdigest()
+        if key not in self._tensors:
+            array = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+            self._tensors[key] = (array, _onnxruntime().OrtValue.ortvalue_from_numpy(array))
+        return self._tensors[key][1]
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
     @property
     def nbytes(self) -> int:
-        return int(sum(int(t["length"]) for t in self.tensors.values()))
+        return int(sum(a.nbytes for a, _ in self._tensors.values()))
+
+    def initializers(self, graph_file: Path) -> dict[str, Any]:
+        """OrtValues from the pool for every external tensor of ``graph_file``."""
+        try:
+            import onnx
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("shared ONNX sessions need onnx: pip install 'btnet[onnx]'") from exc
+        graph = onnx.load(str(graph_file), load_external_data=False).graph
+        out: dict[str, Any] = {}
+        handles: dict[str, Any] = {}
+        try:
+            for t in graph.initializer:
+                if t.data_location != onnx.TensorProto.EXTERNAL:
+                    continue
+                info = {e.key: e.value for e in t.external_data}
+                if info["location"] not in handles:
+                    handles[info["location"]] = open(graph_file.parent / info["location"], "rb")
+                fh = handles[info["location"]]
+                fh.seek(int(info.get("offset", 0)))
+                raw = fh.read(int(info["length"]))
+                out[t.name] = self.value(raw, NUMPY_DTYPES[t.data_type], list(t.dims))
+        finally:
+            for fh in handles.values():
+                fh.close()
+        return out
 
 
 class OnnxRunner:
-    """Runs path ``size`` through its graph; sessions open on first use and share weights."""
+    """Runs path ``size`` through its graph; sessions open on first use.
 
-    def __init__(
-        self,
-        files: dict[int, Path],
-        threads: int | None = None,
-        shared: SharedWeights | None = None,
-        uses: dict[int, dict[str, str]] | None = None,
-    ):
+    With ``share`` (the default), each path's graph is first optimised by onnxruntime for this
+    CPU (:func:`optimise_graph`), then opened as it is with its tensors taken from one
+    :class:`TensorPool`: every path runs onnxruntime's fast kernels, and the trunk's
+    (re-laid-out) weights are in memory once. Without it, every session optimises its own graph
+    and holds its own transformed trunk.
+    """
+
+    def __init__(self, files: dict[int, Path], threads: int | None = None, share: bool = True):
         self.files = files
         self.threads = threads
-        self.shared = shared
-        self.uses = uses or {}
+        self.shared = TensorPool() if share else None
         self.session_config: dict[str, str] = {}  # applied to sessions opened afterwards
         self._sessions: dict[int, Any] = {}
 
     def session(self, size: int) -> Any:
         if size not in self._sessions:
-            inits = None
-            if self.shared is not None:
-                inits = {name: self.shared.value(key) for name, key in self.uses.get(size, {}).items()}
-            self._sessions[size] = ort_session(
-                self.files[size], self.threads, inits, self.session_config
-            )
+            if self.shared is None:
+                session = ort_session(self.files[size], self.threads, None, self.session_config)
+            else:
+                with tempfile.TemporaryDirectory(prefix="btnet-ort-") as tmp:
+                    graph = optimise_graph(self.files[size], Path(tmp))
+                    inits = self.shared.initializers(graph)
+                    session = ort_session(
+                        graph, self.threads, inits, self.session_config, optimised=True
+                    )
+            self._sessions[size] = session
         return self._sessions[size]
 
     def run(self, size: int, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session(size).run(None, {INPUT_NAME: x})[0]
+
+
+def check_shared_weights(folder: Path, table: dict | None) -> None:
+    """Fail on opening, not with wrong embeddings later, if ``weights.bin`` is missing or damaged."""
+    if not table:
+        return
+    path = folder / table["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: shared weights {table['file']} are missing")
+    if table.get("sha256") and file_sha256(path) != table["sha256"]:
+        raise ValueError(f"{path}: checksum differs from {MANIFEST} (damaged or from another export)")
 
 
 class OnnxEncoder(RoutedEncoder):
@@ -158,11 +233,11 @@ class OnnxEncoder(RoutedEncoder):
         name: str | None = None,
         share_weights: bool = True,
     ):
-        """``share_weights=False``: let onnxruntime optimise each path's graph freely (BN folded,
-        NCHWc layout, pre-packed weights), which holds one transformed trunk per path."""
+        """``share_weights=False``: every path's session optimises and holds its own copy of
+        the trunk (BN folded into it, pre-packed); no faster, about four times the memory."""
         folder = Path(folder)
         manifest = read_manifest(folder)
-        files, uses = {}, {}
+        files = {}
         for e in manifest["paths"]:
             f = folder / e["file"]
             if not f.is_file():
@@ -172,13 +247,11 @@ class OnnxEncoder(RoutedEncoder):
                     f"{f}: checksum differs from {MANIFEST} (damaged or from another export)"
                 )
             files[int(e["resolution"])] = f
-            uses[int(e["resolution"])] = e.get("shared_initializers") or {}
-        table = manifest.get("shared_weights")
-        shared = SharedWeights(folder, table) if table and share_weights else None
+        check_shared_weights(folder, manifest.get("shared_weights"))
         if isinstance(selector, dict):
             selector = BranchSelector.from_dict(selector)
         super().__init__(
-            OnnxRunner(files, threads, shared, uses),
+            OnnxRunner(files, threads, share_weights),
             selector or BranchSelector.from_dict(manifest["selector"]),
             canonical=int(manifest["canonical"]),
             embedding_size=int(manifest["embedding_size"]),

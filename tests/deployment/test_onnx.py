@@ -173,3 +173,24 @@ def test_trunk_weights_are_stored_once_and_shared(tiny_onnx_dir, tiny_model_dir)
     ref = plain.run(None, {"input": x})[0]
     assert np.abs(shared.runner.run(14, x) - ref).max() <= 1e-5
     assert np.abs(own.runner.run(14, x) - ref).max() <= 1e-5
+
+
+def test_optimised_paths_hold_the_trunk_once(tiny_onnx_dir, tiny_model_dir):
+    """Each path runs onnxruntime's optimised graph, yet the tensors are pooled by content:
+    after serving all four paths the pool holds about one model, not one trunk per path."""
+    model = load_model(tiny_model_dir).model
+    seen: dict[int, int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen[t.data_ptr()] = t.numel() * t.element_size()
+    model_bytes = sum(seen.values())  # trunk + branches + per-path BatchNorm
+    enc = OnnxEncoder(tiny_onnx_dir, threads=1)
+    for r in PATHS:
+        x = torch.rand(3, 3, r, r, generator=torch.Generator().manual_seed(r)) * 2 - 1
+        with torch.inference_mode():
+            ref = model.path(r).eval()(x).numpy()
+        assert np.abs(enc.runner.run(r, x.numpy()) - ref).max() <= 1e-4
+    pool = enc.runner.shared
+    # every path graph asked for (a re-laid-out copy of) most of the trunk ...
+    assert pool.requested_bytes >= 3 * pool.nbytes
+    # ... and the pool holds each distinct tensor once: no more than the model itself
+    assert 0.5 * model_bytes <= pool.nbytes <= model_bytes
