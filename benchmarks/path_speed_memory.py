@@ -6,8 +6,9 @@ BatchNorm differ from the trunk's, so nothing is shared by coincidence), stores 
 to ONNX, and prints, measured interleaved (round-robin over the encoders, median of the rounds):
 
 - img/s of phi_hr on r x r faces (bicubic up-sampling to S, then the trunk) and of BTNet path r,
-  eager PyTorch and onnxruntime (trunk weights shared across path sessions, and each session
-  optimised on its own), all through the encoders users get (``btnet.load``), one batch per call;
+  eager PyTorch and onnxruntime (the default: each path's graph optimised for this CPU, its
+  tensors pooled by content so the trunk is held once; and ``share_weights=False``: each
+  session optimised on its own, holding its own trunk), all through the encoders users get (``btnet.load``), one batch per call;
 - the MAC ratio phi_hr / path r beside it;
 - the resident memory (RSS) an encoder adds once it has served faces of every size, each
   measured in a fresh process, against the bytes of the model's unique tensors.

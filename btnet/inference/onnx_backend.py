@@ -234,7 +234,7 @@ class OnnxEncoder(RoutedEncoder):
         share_weights: bool = True,
     ):
         """``share_weights=False``: every path's session optimises and holds its own copy of
-        the trunk (BN folded into it, pre-packed); no faster, about four times the memory."""
+        the trunk (BN folded into it, pre-packed): as fast, about four times the memory."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         files = {}
