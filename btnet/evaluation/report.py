@@ -119,6 +119,21 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
     return "\n".join(lines)
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (no trailing newline), for reports that are not one accuracy matrix."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def accuracy_cells(results: Sequence, model: str, settings: Sequence[str]) -> list[str]:
+    """``mean ± std`` (%) of ``model`` at each setting among ``results`` (VerificationResult),
+    ``–`` where it was not evaluated."""
+    by = {r.setting: r for r in results if r.model == model}
+    return [f"{100 * by[s].accuracy_mean:.2f} ± {100 * by[s].accuracy_std:.2f}" if s in by
+            else "–" for s in settings]
+
+
 def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
     """Long format: one row per dataset x model x setting, gains and TAR@FAR as columns."""
     fars = sorted({k for d in report["datasets"].values() for c in d["cells"]

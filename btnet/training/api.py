@@ -67,11 +67,11 @@ def _as_config(config: Config | str | Path | dict, overrides) -> Config:
     if isinstance(config, Config) and not overrides:
         return config
     if isinstance(config, (Config, dict)):
-        from btnet.training.config import _merge, config_from_dict, parse_overrides
+        from btnet.training.config import config_from_dict, merge_dicts, parse_overrides
 
         data = config.to_dict() if isinstance(config, Config) else config
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        return config_from_dict(_merge(data, extra or {}))
+        return config_from_dict(merge_dicts(data, extra or {}))
     return load_config(config, overrides)
 
 

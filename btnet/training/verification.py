@@ -64,7 +64,10 @@ def make_verifier(cfg: Config) -> Callable | None:
     from btnet.evaluation.verification import evaluate_pairs, parse_settings
 
     canonical = cfg.model.input_size
-    settings = parse_settings(cfg.eval.pairs, canonical)
+    try:
+        settings = parse_settings(cfg.eval.pairs, canonical)
+    except ValueError as e:
+        raise ConfigError(f"eval.pairs {cfg.eval.pairs!r}: {e}") from None
     sets = [open_eval_set(s, canonical) for s in cfg.eval.sets]  # fail before training
 
     def verify(recipe, step: int) -> dict:
