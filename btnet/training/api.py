@@ -18,7 +18,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -160,9 +159,3 @@ def train(
         return summary
     finally:
         D.cleanup(ctx)
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """A small summary for printing."""
-    return {"output_dir": str(result.output_dir), "model": str(result.model_path),
-            "steps": result.steps, "metrics": result.metrics}

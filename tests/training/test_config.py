@@ -131,3 +131,16 @@ def test_merge_dicts_merges_nested_keys_and_shares_nothing():
     out["model"]["width"] = 8
     assert base == {"train": {"epochs": 4, "seed": 0}, "data": {"train": "builtin"}, "tags": [1]}
     assert over == {"train": {"epochs": 8}, "model": {"width": 16}}
+
+
+def test_python_m_btnet_training_is_the_library_without_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, btnet.training.__main__ as m; "
+            "print(sorted(k for k in sys.modules if k.startswith('btnet.cli'))); "
+            "sys.exit(m.main([sys.argv[1]]))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
+    assert res.returncode == 2 and "config file not found" in res.stderr
