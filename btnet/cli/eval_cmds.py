@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         subset_pairs,
     )
 
+    mm = _phi_mm(args)
     sets = [subset_pairs(open_pair_set(p), args.max_pairs) for p in args.set]
     deg = parse_degradation(args.degradation)
     results = []
@@ -71,7 +73,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             flip=args.flip, batch_size=args.batch_size, progress=not args.no_progress,
             degradation=deg, seed=args.seed)
         del enc
-    mm = args.phi_r
     if mm and "=" in mm:
         mm = {int(k): v for k, v in (kv.split("=", 1) for kv in mm.split(","))}
     baselines = GainBaselines(hr=args.phi_hr, mr=args.phi_mr, r=mm)
@@ -80,6 +81,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(written["markdown"].read_text())
     print(f"wrote {args.out}")
     return 0
+
+
+def _phi_mm(args: argparse.Namespace) -> str | None:
+    """``--phi-mm``, or ``--phi-r``, its old name (the flag names the phi_mm baseline, whose
+    member for r is the paper's phi_r)."""
+    if args.phi_r is None:
+        return args.phi_mm
+    if args.phi_mm is not None:
+        raise ValueError("--phi-r is the deprecated name of --phi-mm; give only --phi-mm")
+    print("btnet eval verify: --phi-r is deprecated, use --phi-mm", file=sys.stderr)
+    return args.phi_r
 
 
 # --------------------------------------------------------------------------- eval identify
@@ -264,9 +276,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pairs", type=int, default=None, help="N evenly spaced pairs only (quick runs)")
     p.add_argument("--phi-hr", default=None, help="report name of the phi_hr baseline (gains)")
     p.add_argument("--phi-mr", default=None, help="report name of the phi_mr baseline (gains)")
-    p.add_argument("--phi-r", default=None,
-                   help="phi_r baseline for same-resolution gains: a name (phi_mm) or "
-                        "'7=NAME,14=NAME,...'")
+    p.add_argument("--phi-mm", default=None,
+                   help="report name of the phi_mm baseline for same-resolution gains (its "
+                        "member for r is phi_r), or '7=NAME,14=NAME,...' per resolution")
+    p.add_argument("--phi-r", default=None, help=argparse.SUPPRESS)  # deprecated: --phi-mm
     p.set_defaults(func=cmd_verify)
 
     p = evs.add_parser("identify", help="open-set 1:N identification (SurvFace / generic)")
