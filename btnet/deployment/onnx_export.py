@@ -76,8 +76,8 @@ def export_onnx(
     out.mkdir(parents=True, exist_ok=True)
     if stored.kind == "btnet":
         model = stored.model
-        sel = selector or stored.selector or BranchSelector.from_rule(model.paths, "min", "near")
-        modules = {r: model.export_path(r) for r in model.paths}
+        sel = selector or stored.selector or BranchSelector.from_rule(model.input_sizes, "min", "near")
+        modules = {r: model.path(r) for r in model.input_sizes}
         canonical = model.canonical
         coupling = {r: model.coupling_name(r) for r in model.resolutions}
     else:

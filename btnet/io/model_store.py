@@ -105,7 +105,7 @@ def save_btnet(
         }
     if classifier is not None:
         _save_tensors(folder / "classifier.safetensors", classifier)
-    selector = selector or BranchSelector.from_rule(model.paths, "min", "near")
+    selector = selector or BranchSelector.from_rule(model.input_sizes, "min", "near")
     _write_json(
         folder,
         {

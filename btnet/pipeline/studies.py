@@ -433,17 +433,17 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     """
     from btnet.evaluation.plots import plot_coupling_points
     from btnet.evaluation.report import accuracy_cells, markdown_table
-    from btnet.models import BTNet, build_backbone
+    from btnet.models import build_backbone
 
     study = Study(opts, echo)
     trunk = study.mr_trunk("v1")
-    probe = BTNet(build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
-                                               if k != "arch"}), ())
+    geometry = build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
+                                            if k != "arch"}).coupling_geometry()
     rows, points = [], []
     for r in opts.resolutions:
         settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
-        for offset, unit in enumerate(probe.coupling_candidates(r)):
-            name = probe.trunk.unit_names[unit]
+        for offset, unit in enumerate(geometry.candidates(r)):
+            name = geometry.unit_names[unit]
             stage = study.branches(trunk, name=f"figure7_r{r}_{name}", resolutions=[r],
                                    coupling_offset=offset)
             label = f"r{r}@{name}"
