@@ -21,8 +21,6 @@ from btnet.data.base import DatasetImages
 from btnet.data.export import export_bin, export_folder, export_rec
 from btnet.data.synthetic.dataset import SyntheticFaces
 from btnet.data.synthetic.eval_sets import builtin_openset, builtin_pairs
-from btnet.data.synthetic.identity import IdentityParams, make_identity
-from btnet.data.synthetic.render import NUISANCE_AT_VARIATION_1
 from btnet.data.synthetic.specs import (
     BUILTIN_TEST_OFFSET,
     is_builtin_spec,
@@ -41,9 +39,7 @@ GENERATOR_VERSION = "f7a9e48cbf26"
 __all__ = [
     "BUILTIN_TEST_OFFSET",
     "GENERATOR_VERSION",
-    "NUISANCE_AT_VARIATION_1",
     "DatasetImages",
-    "IdentityParams",
     "SyntheticFaces",
     "builtin_openset",
     "builtin_pairs",
@@ -51,7 +47,6 @@ __all__ = [
     "export_folder",
     "export_rec",
     "is_builtin_spec",
-    "make_identity",
     "open_builtin",
     "parse_builtin_spec",
 ]

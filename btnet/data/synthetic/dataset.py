@@ -7,7 +7,6 @@ from collections import OrderedDict
 import numpy as np
 from PIL import Image
 
-from btnet.data.base import DatasetImages
 from btnet.data.synthetic.drawing import Grid, render_identity_layer
 from btnet.data.synthetic.identity import REF, IdentityParams, make_identity
 from btnet.data.synthetic.render import image_draws, noise_bank, render_face
@@ -18,7 +17,8 @@ class SyntheticFaces:
 
     Sample ``i`` is image ``i % images_per_identity`` of identity ``i // images_per_identity``;
     its label is the local identity index. ``variation`` scales every per-image nuisance
-    (1: the level of real aligned faces, see ``NUISANCE_AT_VARIATION_1``; 0: the identity's
+    (1: the level of real aligned faces, see
+    :data:`btnet.data.synthetic.render.NUISANCE_AT_VARIATION_1`; 0: the identity's
     neutral, frontal, evenly lit face every time). ``families`` and
     ``coarse_jitter`` set how ambiguous coarse appearance is across identities. Identity
     layers are cached (LRU, ``cache_size`` identities) and finished images are kept up to
@@ -147,8 +147,4 @@ class SyntheticFaces:
         assert self._grid is not None
         u = image_draws(self.seed, self.identity_offset + label, image_index)
         return render_face(params, base, self._grid, u, self.variation, self._noise_bank)
-
-    def images(self) -> DatasetImages:
-        """The images alone, as an :class:`~btnet.data.base.ImageSource`."""
-        return DatasetImages(self)
 
