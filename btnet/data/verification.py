@@ -76,6 +76,7 @@ def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
         left=np.arange(0, 2 * n, 2),
         right=np.arange(1, 2 * n, 2),
         issame=flags.astype(bool),
+        source_format="bin",
     )
 
 
@@ -176,7 +177,8 @@ def read_lfw_pairs(
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} image(s) missing under {root}, "
                                 f"e.g. {missing[0]}")
-    return PairSet(name or path.parent.name or path.stem, FileImageSource(files), left, right, same)
+    return PairSet(name or path.parent.name or path.stem, FileImageSource(files), left, right, same,
+                   source_format="lfw-pairs")
 
 
 # --------------------------------------------------------------------------- plain lists
@@ -222,7 +224,8 @@ def read_pair_list(
     missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} image(s) missing, e.g. {missing[0]}")
-    return PairSet(name or path.stem, FileImageSource(files), left, right, same)
+    return PairSet(name or path.stem, FileImageSource(files), left, right, same,
+                   source_format="pair-list")
 
 
 # --------------------------------------------------------------------------- dispatch

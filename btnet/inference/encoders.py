@@ -30,10 +30,15 @@ CHUNK = 1024
 
 @dataclass
 class EncodeResult:
-    """L2-normalised embeddings (N x D, float32) and the path (input resolution) of each face."""
+    """L2-normalised embeddings (N x D, float32) and the path (input resolution) of each face.
+
+    ``norms`` are the L2 norms of the raw (flip-fused) network outputs before normalisation:
+    insightface's template convention weights each face by its feature norm.
+    """
 
     embeddings: np.ndarray
     paths: list[int]
+    norms: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -109,7 +114,8 @@ class _RoutedEncoder:
         bar.close()
         if out is None:
             out = np.zeros((0, self.embedding_size), dtype=np.float32)
-        return EncodeResult(_l2n(out).astype(np.float32), paths)
+        return EncodeResult(_l2n(out).astype(np.float32), paths,
+                            np.linalg.norm(out, axis=1).astype(np.float32))
 
 
 class MultiResolutionEncoder(_RoutedEncoder):

@@ -287,6 +287,14 @@ def _cost_section(study: Study, btnet_stage: StageResult | None, results=()) -> 
     return report.to_dict()
 
 
+def _accuracy_note(study: Study) -> str:
+    """The fold count and k-fold protocol of a study's accuracy tables, in words."""
+    from btnet.evaluation.report import accuracy_caption
+    from btnet.evaluation.verification import default_protocol
+
+    return accuracy_caption([default_protocol(study.pair_set())], [10])
+
+
 def _stored_params(stage: StageResult, r: int) -> int | None:
     from btnet.io.model_store import read_model_json
 
@@ -338,7 +346,7 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
                      "–" if stored is None else f"{stored / 1e6:.3f}M"])
     body = (f"Resolution r = {r}, canonical size S = {opts.canonical}, trunk: phi_mr v1; data: "
             f"{study.source.description}. {opts.mr_trunk_recipe()} "
-            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{_accuracy_note(study)}\n\n"
             + markdown_table(["training method", *settings, "stored params"], rows))
     return _finish(study, study.root / "report", "Table 3: training methods", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -359,7 +367,7 @@ def run_table4(opts: StudyOptions, echo=print) -> Path:
         results += res
         rows.append([loss, *accuracy_cells(res, f"BTNet ({loss})", settings)])
     body = (f"Branches on the phi_mr v1 trunk; data: {study.source.description}. "
-            f"{opts.mr_trunk_recipe()} Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{opts.mr_trunk_recipe()} {_accuracy_note(study)}\n\n"
             + markdown_table(["influence loss", *settings], rows))
     return _finish(study, study.root / "report", "Table 4: influence loss", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -458,7 +466,7 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     plot_coupling_points(points, opts.canonical, report_dir / "figure7.png")
     body = (f"Branches on the phi_mr v1 trunk, coupled at every unit with an r x r output; "
             f"data: {study.source.description}. {opts.mr_trunk_recipe()} "
-            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{_accuracy_note(study)}\n\n"
             + markdown_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
             + "\n\n![figure 7](figure7.png)")
     return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)
