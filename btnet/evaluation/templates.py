@@ -105,7 +105,7 @@ def _files(paths: list[Path]):
 
 def _read_1n_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (TEMPLATE_ID, SUBJECT_ID) rows of an IJB-C 1:N csv (one row per image)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         cols = {c.strip().upper(): c for c in reader.fieldnames or []}
         if "TEMPLATE_ID" not in cols or "SUBJECT_ID" not in cols:

@@ -46,6 +46,10 @@ class BranchPath(nn.Module):
     A tied tail shares every weighted module but its BatchNorms with the trunk; an untied one
     owns everything. What the path *owns* (what trains with it and what is stored for it) is
     the branch plus the tail's BatchNorms, or plus the whole tail when untied.
+
+    ``tail`` is an instance of the trunk's class with the units before the coupling point
+    removed: its ``input_size`` and ``config`` still describe the trunk, and its blocks keep
+    the trunk's names (``tail.get_submodule("layer3.0")``; positions in a pruned layer shift).
     """
 
     def __init__(self, resolution: int, coupling: int, branch: Branch, tail: Backbone, tied: bool):
