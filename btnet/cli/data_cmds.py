@@ -80,7 +80,7 @@ def _add_export_bin(dsub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_bin(args: argparse.Namespace) -> int:
-    from btnet.data.verification import export_pairs_to_bin, open_pair_set
+    from btnet.data.pair_sets import export_pairs_to_bin, open_pair_set
 
     pairs = open_pair_set(args.pairs, root=args.root)
     out = export_pairs_to_bin(pairs, args.out)

@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from btnet.data.degradation import parse_degradation
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
     from btnet.evaluation.gains import GainBaselines
     from btnet.evaluation.report import write_verification_report
     from btnet.evaluation.verification import (
@@ -185,7 +185,7 @@ def template_report_lines(results: list[dict], fars: list[float], convention: st
 
 
 def cmd_protocol_openset(args: argparse.Namespace) -> int:
-    from btnet.evaluation.protocol import make_openset_protocol
+    from btnet.evaluation.openset_protocol import make_openset_protocol
 
     out = make_openset_protocol(
         args.root, args.out, n_watchlist=args.watchlist, gallery_per_id=args.gallery_per_id,

@@ -44,6 +44,6 @@ def export_rec(
 
 def export_bin(pairs: PairSet, path: str | os.PathLike, quality: int = 95) -> Path:
     """Write a pair set (e.g. :func:`builtin_pairs`) as an insightface ``.bin``."""
-    from btnet.data.verification import export_pairs_to_bin
+    from btnet.data.pair_sets import export_pairs_to_bin
 
     return export_pairs_to_bin(pairs, path, quality=quality)

@@ -67,7 +67,7 @@ class BuiltinSource(DataSource):
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
         from btnet.data.export import export_folder
         from btnet.data.synthetic import SyntheticFaces
-        from btnet.evaluation.protocol import build_openset_protocol
+        from btnet.evaluation.openset_protocol import build_openset_protocol
 
         faces = SyntheticFaces(opts.builtin_test_ids, opts.builtin_test_per_id, size=112,
                                seed=opts.seed + 2, identity_offset=BUILTIN_TEST_OFFSET + 50_000)
@@ -95,14 +95,14 @@ class RealFacesSource(DataSource):
         super().__init__("lfw-celeba", f"lfw-celeba:{self.root}", f"real faces under {self.root}")
 
     def pair_set(self, opts: StudyOptions) -> PairSet:
-        from btnet.data.protocols import lfw_devtest_pairs
+        from btnet.data.lfw_celeba_protocol import lfw_devtest_pairs
 
         return lfw_devtest_pairs(self.root / "lfw", total_pairs=self.num_pairs(opts),
                                  seed=opts.seed)
 
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
-        from btnet.data.protocols import lfw_devtest_people
-        from btnet.evaluation.protocol import build_openset_protocol
+        from btnet.data.lfw_celeba_protocol import lfw_devtest_people
+        from btnet.evaluation.openset_protocol import build_openset_protocol
 
         people = lfw_devtest_people(self.root / "lfw")
         return build_openset_protocol(self.root / "lfw", seed=opts.seed, identities=people,

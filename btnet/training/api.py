@@ -31,7 +31,7 @@ from btnet.training.recipes import (
     open_training_set,
     recipe_parts,
 )
-from btnet.training.verification import make_verifier
+from btnet.training.validation import make_verifier
 
 log = logging.getLogger(__name__)
 

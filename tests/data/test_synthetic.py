@@ -169,9 +169,9 @@ def test_export_folder_round_trips(tmp_path):
 
 
 def test_export_rec_and_bin(tmp_path):
+    from btnet.data.pair_sets import read_bin
     from btnet.data.recordio import RecordDataset
     from btnet.data.synthetic import export_bin, export_rec
-    from btnet.data.verification import read_bin
 
     ds = SyntheticFaces(3, 2, size=32, seed=0)
     export_rec(ds, tmp_path / "train")

@@ -100,7 +100,7 @@ def test_cli_analyze(tmp_path, capsys):
 
 @pytest.mark.shared_data
 def test_lfw_first_600_pairs_with_fake_encoder(shared_data):
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
     from btnet.evaluation.verification import Setting, evaluate_verification, subset_pairs
 
     ps = open_pair_set(shared_data / "lfw" / "pairs.txt")

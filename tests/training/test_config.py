@@ -64,7 +64,7 @@ def test_wrong_key_lists_valid_keys(tmp_path):
 def test_builtin_specs_get_training_defaults_the_spec_can_override():
     from btnet.training.recipes import open_training_set
     from btnet.training.specs import with_defaults
-    from btnet.training.verification import builtin_pairs
+    from btnet.training.validation import builtin_pairs
 
     assert with_defaults("builtin", size=28) == "builtin:size=28"
     assert with_defaults("builtin:ids=8", "test", size=28) == "builtin:test,size=28,ids=8"
@@ -107,7 +107,7 @@ def test_sampler_shards_cover_the_global_batch_and_resume():
 def test_eval_sets_alone_verify_at_the_default_setting(tiny):
     """eval.pairs has a valid default: a config that sets only eval.sets gets a verifier."""
     from btnet.training.config import config_from_dict
-    from btnet.training.verification import make_verifier
+    from btnet.training.validation import make_verifier
 
     cfg = config_from_dict(tiny(eval={"sets": ["builtin:ids=4,per_id=2,pairs=8,folds=2"]}))
     assert cfg.eval.pairs == ["S&S"]

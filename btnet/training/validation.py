@@ -52,7 +52,7 @@ def open_eval_set(spec: str, size: int) -> PairSet:
 
     if is_builtin_spec(spec):
         return builtin_pairs(spec, size)
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
 
     return open_pair_set(spec)
 
