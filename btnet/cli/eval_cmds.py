@@ -45,6 +45,10 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import verify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return verify_with_quality(args)
     from btnet.data.degradation import parse_degradation
     from btnet.data.verification import open_pair_set
     from btnet.evaluation.gains import GainBaselines
@@ -86,6 +90,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import identify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return identify_with_quality(args)
     from btnet.data.openset import open_openset
     from btnet.evaluation.identification import (
         STRATEGIES,
@@ -243,6 +251,8 @@ def cmd_plot_verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``protocol`` and ``analyze`` groups to ``btnet``."""
+    from btnet.cli.quality_cmds import add_effective_options
+
     ev = sub.add_parser("eval", help="evaluate models: verification, 1:N, templates")
     evs = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
 
@@ -267,6 +277,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phi-r", default=None,
                    help="phi_r baseline for same-resolution gains: a name (phi_mm) or "
                         "'7=NAME,14=NAME,...'")
+    add_effective_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = evs.add_parser("identify", help="open-set 1:N identification (SurvFace / generic)")
@@ -279,6 +290,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-identity mean feature (SurvFace reference) or every image")
     p.add_argument("--strategies", default=None,
                    help="'all' (Table 2's nine) or e.g. 'min/near,max/ceil'; BTNet models only")
+    add_effective_options(p)
     p.set_defaults(func=cmd_identify)
 
     p = evs.add_parser("templates", help="IJB-C style template 1:1 and 1:N")
