@@ -178,7 +178,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                            p_degrade=args.p_degrade)
     selector = calibrate_model(args.model, args.images, spec)
     cal = selector.calibration or {}
-    print(f"calibrated on {args.images}: {spec.samples} degraded training faces, seed {spec.seed}")
+    print(f"calibrated on {cal.get('source')}: {spec.samples} degraded training faces, "
+          f"seed {spec.seed}")
     if "holdout_same_path" in cal:
         print(f"hold-out: {100 * cal['holdout_same_path']:.1f}% routed to the path of the "
               "true r")
@@ -221,8 +222,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  btnet quality calibrate runs/lfw/btnet --images /data/train_faces",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="stored BTNet folder (model.json is updated in place)")
-    p.add_argument("--images", required=True,
-                   help="training faces: builtin:..., an identity folder or a .rec")
+    p.add_argument("--images", default=None,
+                   help="training faces: builtin:..., an identity folder or a .rec (default: "
+                        "the training set recorded in the model's meta)")
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--c", type=float, default=1.0,

@@ -145,10 +145,11 @@ class _Faces:
         return self.dataset[i][0]
 
 
-def calibrate_model(folder: str | os.PathLike, images: str, spec=None,
+def calibrate_model(folder: str | os.PathLike, images: str | None = None, spec=None,
                     rule: BranchSelector | None = None) -> QualitySelector:
     """Calibrate on the training faces ``images`` (a training-set spec: ``builtin:...``, an
-    image folder, a .rec) and store the selector in ``folder``; returns it.
+    image folder, a .rec; default: the training set the model records in its meta) and store
+    the selector in ``folder``; returns it.
 
     ``rule`` (default: the model's stored size policy) gives the allocation.
     """
@@ -160,6 +161,10 @@ def calibrate_model(folder: str | os.PathLike, images: str, spec=None,
     if data.get("kind") != "btnet":
         raise ValueError(f"{folder}: quality routing needs a BTNet (found a {data.get('kind')})")
     canonical = int(data["canonical"])
+    images = images or data.get("meta", {}).get("train_set")
+    if not images:
+        raise ValueError(f"{folder}: the model records no training set; name its training "
+                         "faces (never the evaluation set) with --images")
     if rule is None:
         paths = sorted(int(r) for r in data["resolutions"]) + [canonical]
         stored = data.get("selector")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -58,10 +59,14 @@ def _to_grid(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil)
 
 
-def _ring_index(size: int) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _grid_constants(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ring of each rfft2 bin (flattened) and the 2-D Hann window, per grid size."""
     fy = np.fft.fftfreq(size)[:, None] * size
     fx = np.fft.rfftfreq(size)[None, :] * size
-    return np.clip(np.rint(np.hypot(fy, fx)).astype(np.int64), 0, size // 2)
+    rings = np.clip(np.rint(np.hypot(fy, fx)).astype(np.int64), 0, size // 2).ravel()
+    window = np.hanning(size).astype(np.float32)
+    return rings, np.outer(window, window)
 
 
 def spectral_features(img: np.ndarray, size: int) -> np.ndarray:
@@ -71,11 +76,11 @@ def spectral_features(img: np.ndarray, size: int) -> np.ndarray:
     """
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 face, got {img.dtype} {img.shape}")
+    ring_of, window = _grid_constants(size)
     grey = _to_grid(img, size).astype(np.float32) @ _LUMA
     grey -= grey.mean()
-    window = np.hanning(size).astype(np.float32)
-    power = np.abs(np.fft.rfft2(grey * np.outer(window, window))) ** 2
-    rings = np.bincount(_ring_index(size).ravel(), power.ravel(), minlength=size // 2 + 1)[1:]
+    power = np.abs(np.fft.rfft2(grey * window)) ** 2
+    rings = np.bincount(ring_of, power.ravel(), minlength=size // 2 + 1)[1:]
     rings = rings + 1e-3 * size * size  # a floor: flat faces do not give log(0)
     return np.log(rings / rings.sum()).astype(np.float64)
 
