@@ -18,7 +18,7 @@ The choice is capped by size routing's (content cannot exceed the pixels), so qu
 never sends a face to a larger path than size routing would.
 
 Cost: :func:`estimator_macs` counts the multiply-accumulates per face (about 0.2 MMACs at
-S = 56, 0.9 at S = 112): resizing to the grid, a real 2-D FFT and the classifier. Plain numpy
+S = 56, 0.8 at S = 112): resizing to the grid, a real 2-D FFT and the classifier. Plain numpy
 and Pillow, no torch, so the onnxruntime encoder can use it too.
 """
 
