@@ -13,7 +13,7 @@ estimator on the demo's *training* faces, then measures on the demo's test ident
    floor/near/ceil size routing (min = max = avg for square probes) vs quality routing;
 5. the cost: estimator MACs and measured time per face beside each path's.
 
-    python benchmarks/quality_routing.py --demo /work/demo_baseline --out runs/quality
+    python benchmarks/quality_routing.py --demo runs/demo --out runs/quality --seeds 0,1,2
 
 Reports go to ``--out`` (report.md per part plus quality_summary.json).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 
-def find_demo_models(demo: Path) -> dict[str, Path]:
+def find_demo_models(demo: Path, need_btnet: bool = True) -> dict[str, Path]:
     """{'phi_hr', 'phi_mr_v1', 'BTNet'} -> model folders, by the names training recorded."""
     from btnet.io.model_store import read_model_json
 
@@ -42,7 +42,7 @@ def find_demo_models(demo: Path) -> dict[str, Path]:
             found["BTNet"] = mj.parent
         elif name in names:
             found[names[name]] = mj.parent
-    missing = {"phi_hr", "phi_mr_v1", "BTNet"} - set(found)
+    missing = {"phi_hr", "phi_mr_v1", *(("BTNet",) if need_btnet else ())} - set(found)
     if missing:
         raise SystemExit(f"{demo}: no finished model for {sorted(missing)} yet")
     return found
@@ -85,6 +85,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo", type=Path, required=True, help="a btnet demo output folder")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--btnet", type=Path, default=None,
+                    help="a BTNet model folder to use instead of the demo's (e.g. the demo's "
+                         "branch config trained again with 'btnet train')")
     ap.add_argument("--seeds", default="0", help="probe seeds of the effective protocol")
     ap.add_argument("--samples", type=int, default=3000, help="calibration samples")
     ap.add_argument("--pairs", type=int, default=5000, help="test pairs (the demo's 5000)")
@@ -113,7 +116,9 @@ def main() -> None:
     from btnet.training.quality_calibration import CalibrationSpec
 
     args.out.mkdir(parents=True, exist_ok=True)
-    models = find_demo_models(args.demo)
+    models = find_demo_models(args.demo, need_btnet=args.btnet is None)
+    if args.btnet is not None:
+        models["BTNet"] = args.btnet
     bt_dir = args.out / "btnet_model"
     if bt_dir.exists():
         shutil.rmtree(bt_dir)
