@@ -50,7 +50,7 @@ def main() -> None:
         model_dir = args.model
         if model_dir is None:
             trunk = build_backbone(args.arch, input_size=args.input_size, width=args.width)
-            res = [r for r in (7, 14, 28) if r in BTNet(trunk, ()).available_resolutions()]
+            res = [r for r in (7, 14, 28) if r in trunk.available_resolutions()]
             model_dir = save_btnet(BTNet(trunk, res).eval(), Path(tmp) / "model")
         model = load_model(model_dir).model
         export_onnx(model_dir, Path(tmp) / "onnx", verify=False)
@@ -59,7 +59,7 @@ def main() -> None:
         print(f"model: {name}; batch {args.batch}; {args.threads} thread(s); CPU")
         print(f"{'path':>6} {'torch img/s':>12} {'onnxrt img/s':>13} {'speed-up':>9}")
         for r in enc.paths:
-            module = model.export_path(r).eval()
+            module = model.path(r).eval()
             x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, r, r)).astype(np.float32)
             xt = torch.from_numpy(x)
 

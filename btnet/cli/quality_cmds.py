@@ -96,7 +96,9 @@ def verify_with_quality(args: argparse.Namespace) -> int:
         for routing, enc in _encoders(spec, args.routing, args.device):
             canonical = canonical or int(enc.canonical)
             kw = dict(n_folds=args.folds, far_targets=args.far, flip=args.flip,
-                      batch_size=args.batch_size, progress=not args.no_progress)
+                      batch_size=args.batch_size, progress=not args.no_progress,
+                      protocol=None if getattr(args, "protocol", "auto") == "auto"
+                      else args.protocol)
             for ps in sets:
                 if args.effective_resolution:
                     rs = parse_resolution_list(args.effective_resolution, canonical)

@@ -97,7 +97,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         elif p.suffix.lower() in LIST_EXTENSIONS:
             if not p.is_file():
                 raise FileNotFoundError(f"list file not found: {p}")
-            for line in p.read_text().splitlines():
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line.split("\t")[0])
@@ -125,11 +125,26 @@ class EmbedOutput:
         return "trunk" if p == self.canonical else f"branch_r{p}"
 
 
+# Below this many pixels on the smaller side an image holds no face a recogniser can use
+# (the smallest BTNet branch takes 7-pixel faces); embedding it would return a confident-looking
+# vector that means nothing.
+MIN_IMAGE_SIDE = 4
+
+
 def _read(path: Path) -> np.ndarray:
     img = read_image(path)
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise CorruptImageError(f"{path}: zero-size image")
+    if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+        raise CorruptImageError(
+            f"{path}: {img.shape[1]}x{img.shape[0]} image is too small to hold a face (the "
+            f"minimum is {MIN_IMAGE_SIDE} px on the smaller side)"
+        )
     return img
+
+
+class NonFiniteEmbeddingError(ValueError):
+    """The model produced NaN or infinite embeddings: its weights (or the input) are damaged."""
 
 
 def embed_files(
@@ -163,6 +178,14 @@ def embed_files(
             sizes.append(img.shape[:2])
         if images:
             res = enc.encode(images, batch_size=batch_size, flip=flip, progress=progress)
+            bad = ~np.isfinite(res.embeddings).all(axis=1)
+            if bad.any():
+                first = kept[len(kept) - len(images) + int(np.argmax(bad))]
+                raise NonFiniteEmbeddingError(
+                    f"{loaded.source}: the model returned NaN or infinite embeddings for "
+                    f"{int(bad.sum())} of {len(images)} images (e.g. {first}); its weights are "
+                    "probably damaged: nothing was written"
+                )
             embs.append(res.embeddings)
             paths.extend(int(p) for p in res.paths)
     emb = np.concatenate(embs) if embs else np.zeros((0, loaded.embedding_size), np.float32)

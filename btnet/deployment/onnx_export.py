@@ -76,8 +76,8 @@ def export_onnx(
     out.mkdir(parents=True, exist_ok=True)
     if stored.kind == "btnet":
         model = stored.model
-        sel = selector or stored.selector or BranchSelector.from_rule(model.paths, "min", "near")
-        modules = {r: model.export_path(r) for r in model.paths}
+        sel = selector or stored.selector or BranchSelector.from_rule(model.input_sizes, "min", "near")
+        modules = {r: model.path(r) for r in model.input_sizes}
         canonical = model.canonical
         coupling = {r: model.coupling_name(r) for r in model.resolutions}
     else:
@@ -201,6 +201,7 @@ class OnnxEncodeResult:
 
     embeddings: np.ndarray
     paths: list[int]
+    norms: np.ndarray | None = None
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -283,4 +284,5 @@ class OnnxEncoder:
                     emb = emb + self.run_path(path, np.ascontiguousarray(x[..., ::-1]))
                 out[part] = emb
         norms = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return OnnxEncodeResult((out / norms).astype(np.float32), paths)
+        return OnnxEncodeResult((out / norms).astype(np.float32), paths,
+                                np.linalg.norm(out, axis=1).astype(np.float32))

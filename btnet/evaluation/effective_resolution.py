@@ -26,10 +26,16 @@ from btnet.data.effective_resolution import effective_resolution_face
 from btnet.data.resolution import sample_rng
 from btnet.evaluation.embedding import embed_source
 from btnet.evaluation.metrics_identification import thin_indices
-from btnet.evaluation.metrics_verification import DEFAULT_FARS, roc_curve, verification_metrics
+from btnet.evaluation.metrics_verification import (
+    DEFAULT_FARS,
+    check_protocol,
+    roc_curve,
+    verification_metrics,
+)
 from btnet.evaluation.verification import (
     Degradation,
     VerificationResult,
+    default_protocol,
     pair_scores,
     resolution_transform,
 )
@@ -82,9 +88,12 @@ def evaluate_effective_pairs(
     flip: bool = False,
     batch_size: int = 64,
     progress: bool = True,
+    protocol: str | None = None,
 ) -> list[VerificationResult]:
     """``S&r`` for each effective resolution r: full-resolution first image, second image
-    holding r pixels at a pixel size drawn from [r, S]."""
+    holding r pixels at a pixel size drawn from [r, S]. ``protocol``: the k-fold accuracy rule,
+    as in :func:`btnet.evaluation.verification.evaluate_pairs` (None: the set's default)."""
+    protocol = check_protocol(protocol) if protocol is not None else default_protocol(pairset)
     if not getattr(encoder, "shared_space", True):
         log.info("%s: no shared space across resolutions; the protocol compares S with r, "
                  "skipped", model_name)
@@ -102,14 +111,14 @@ def evaluate_effective_pairs(
         emb = embed_source(encoder, src, right, batch_size=batch_size, flip=flip,
                            progress=progress, desc=f"{model_name} {pairset.name} @eff{r}")
         scores = pair_scores(left_rows, emb[np.searchsorted(right, pairset.right)])
-        m = verification_metrics(scores, pairset.issame, n_folds, far_targets)
+        m = verification_metrics(scores, pairset.issame, n_folds, far_targets, protocol)
         roc_d: dict = {}
         if pairset.issame.any() and (~pairset.issame).any():
             roc = roc_curve(scores, pairset.issame)
             keep = thin_indices(len(roc.far), 1000)
             roc_d = {"far": roc.far[keep].tolist(), "tar": roc.tar[keep].tolist()}
-        log.info("%s %s S&eff%d: %.4f +- %.4f", model_name, dataset, r, m["accuracy_mean"],
-                 m["accuracy_std"])
+        log.info("%s %s S&eff%d: %.4f +- %.4f (%s)", model_name, dataset, r,
+                 m["accuracy_mean"], m["accuracy_std"], protocol)
         results.append(VerificationResult(model_name, dataset, f"{canonical}&{r}", canonical, r,
                                           m["accuracy_mean"], m["accuracy_std"], m, roc_d))
     return results

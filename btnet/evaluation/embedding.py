@@ -41,12 +41,14 @@ def embed_source(
     desc: str = "embedding",
     chunk: int | None = None,
     path_counts: Counter | None = None,
+    norms_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Embeddings (N, D) float32 of ``source[i]`` for ``i`` in ``indices`` (default: all).
 
     ``transform`` (e.g. degradation to r x r) is applied to each image after decoding. Images are
     handed to the encoder ``chunk`` at a time (default 4 batches); ``path_counts``, if given,
-    counts the encoder's reported paths (e.g. which branch served each image).
+    counts the encoder's reported paths (e.g. which branch served each image); ``norms_out``,
+    if given, receives the raw feature norms the encoder reports (one array per chunk).
     """
     idx = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
     chunk = chunk or max(1, 4 * batch_size)
@@ -64,6 +66,12 @@ def embed_source(
                 raise ValueError(f"encoder returned {emb.shape[0]} embeddings for {len(images)}")
             if path_counts is not None:
                 path_counts.update(str(p) for p in (getattr(res, "paths", None) or []))
+            if norms_out is not None:
+                norms = getattr(res, "norms", None)
+                if norms is None:
+                    raise ValueError(f"{type(encoder).__name__} does not report feature norms, "
+                                     "which the insightface template convention needs")
+                norms_out.append(np.asarray(norms, dtype=np.float32).ravel())
             parts.append(emb)
             bar.update(len(images))
     finally:

@@ -30,10 +30,15 @@ CHUNK = 1024
 
 @dataclass
 class EncodeResult:
-    """L2-normalised embeddings (N x D, float32) and the path (input resolution) of each face."""
+    """L2-normalised embeddings (N x D, float32) and the path (input resolution) of each face.
+
+    ``norms`` are the L2 norms of the raw (flip-fused) network outputs before normalisation:
+    insightface's template convention weights each face by its feature norm.
+    """
 
     embeddings: np.ndarray
     paths: list[int]
+    norms: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -109,7 +114,8 @@ class _RoutedEncoder:
         bar.close()
         if out is None:
             out = np.zeros((0, self.embedding_size), dtype=np.float32)
-        return EncodeResult(_l2n(out).astype(np.float32), paths)
+        return EncodeResult(_l2n(out).astype(np.float32), paths,
+                            np.linalg.norm(out, axis=1).astype(np.float32))
 
 
 class MultiResolutionEncoder(_RoutedEncoder):
@@ -127,31 +133,26 @@ class MultiResolutionEncoder(_RoutedEncoder):
         self.model = model.eval().to(self.device)
         self.canonical = model.canonical
         self.embedding_size = model.embedding_size
-        self.selector = selector or BranchSelector.from_rule(model.paths, "min", "near")
-        missing = set(self.selector.paths) - set(model.paths)
+        self.selector = selector or BranchSelector.from_rule(model.input_sizes, "min", "near")
+        missing = set(self.selector.paths) - set(model.input_sizes)
         if missing:
             raise ValueError(f"selector routes to {sorted(missing)}, which this BTNet lacks")
         self.name = name
-        self._paths: dict[int, nn.Module] = {}
 
     @property
     def paths(self) -> tuple[int, ...]:
         """Input resolutions served (branches and the canonical size)."""
-        return self.model.paths
+        return self.model.input_sizes
 
     def with_selector(self, selector: BranchSelector) -> MultiResolutionEncoder:
         """The same model behind another policy (Table 2 compares nine of them)."""
-        enc = MultiResolutionEncoder(self.model, selector, name=self.name, device=self.device)
-        enc._paths = self._paths
-        return enc
+        return MultiResolutionEncoder(self.model, selector, name=self.name, device=self.device)
 
     def route(self, height: int, width: int) -> int:
         return self.selector.select(height, width)
 
     def _module_for(self, path: int) -> nn.Module:
-        if path not in self._paths:
-            self._paths[path] = self.model.export_path(path).eval().to(self.device)
-        return self._paths[path]
+        return self.model.path(path)
 
 
 class UpsamplingEncoder(_RoutedEncoder):

@@ -59,9 +59,9 @@ def _load_per_resolution(
         model = stored.model
         if isinstance(model, BTNet):
             if r == model.canonical or r in model.resolutions:
-                module: nn.Module = model.export_path(r)
+                module: nn.Module = model.path(r)
             else:
-                raise ValueError(f"{folder}: has no path for resolution {r} (paths {model.paths})")
+                raise ValueError(f"{folder}: has no path for resolution {r} (paths {list(model.input_sizes)})")
         else:
             if model.input_size != r:
                 raise ValueError(f"{folder}: input size {model.input_size}, listed for {r}")

@@ -87,6 +87,7 @@ def test_unreadable_images(tiny_model_dir, face_folder, tmp_path, capsys):
     assert main(["embed", str(tmp_path / "no_model"), str(face_folder), "-o", str(out)]) == 2
 
 
+@pytest.mark.shared_data
 def test_real_lfw_faces(shared_data, tiny_model_dir, tiny_onnx_dir):
     files = sorted((shared_data / "lfw" / "images" / "Aaron_Eckhart").glob("*.jpg"))[:1]
     files += sorted((shared_data / "lfw" / "images" / "AJ_Cook").glob("*.jpg"))[:1]

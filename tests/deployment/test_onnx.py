@@ -46,7 +46,7 @@ def test_manifest_describes_paths_and_policy(tiny_onnx_dir, tiny_model_dir):
 @pytest.mark.parametrize("r", PATHS)
 def test_each_path_matches_pytorch(tiny_onnx_dir, tiny_model_dir, r):
     model = load_model(tiny_model_dir).model
-    module = model.export_path(r).eval()
+    module = model.path(r).eval()
     enc = OnnxEncoder(tiny_onnx_dir, threads=1)
     for batch in (1, 5):  # the batch dimension is dynamic
         x = torch.rand(batch, 3, r, r, generator=torch.Generator().manual_seed(r + batch)) * 2 - 1
