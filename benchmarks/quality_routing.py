@@ -68,7 +68,7 @@ def timing(selector, model, faces: list[np.ndarray], reps: int = 3) -> dict:
     report = cost_report(model)
     out["paths"] = {}
     for p in report.paths:
-        module = model.export_path(p.resolution).eval()
+        module = model.path(p.resolution).eval()
         x = to_tensor([fit_to(f, p.resolution) for f in faces[:64]])
         best = float("inf")
         with torch.inference_mode():
