@@ -218,11 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Degrade training faces to a known effective resolution r (blur, noise, "
                     "JPEG, re-sampled to a pixel size in [r, S]), fit the estimator and store "
                     "it in the model folder's model.json. Use training faces, never the "
-                    "evaluation set.",
-        epilog="example:\n  btnet quality calibrate runs/demo/model "
-               "--images builtin:ids=200,per_id=16,seed=0\n"
-               "  btnet quality calibrate runs/lfw/btnet --images /data/train_faces",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "evaluation set.")
     p.add_argument("model", help="stored BTNet folder (model.json is updated in place)")
     p.add_argument("--images", default=None,
                    help="training faces: builtin:..., an identity folder or a .rec (default: "
@@ -236,9 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_calibrate)
 
     p = qs.add_parser(
-        "estimate", help="effective resolution and chosen path of face images",
-        epilog="example:\n  btnet quality estimate runs/demo/model crops/*.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "estimate", help="effective resolution and chosen path of face images")
     p.add_argument("model", help="calibrated BTNet folder")
     p.add_argument("images", nargs="+", help="face crops (any size)")
     p.set_defaults(func=cmd_estimate)
