@@ -6,7 +6,8 @@ estimator on the demo's *training* faces, then measures on the demo's test ident
 
 1. verification, Table 1's cross settings S&7, S&14, S&28 (clean: pixel size = r);
 2. verification, the effective-resolution protocol: second image holding r in {7, 14, 28} at a
-   pixel size drawn from [r, S] after surveillance degradation; one table per ``--seeds``;
+   pixel size drawn from [r, S] after surveillance degradation; one table per ``--seeds``,
+   and one without the degradation (re-sampling only) for the first seed;
 3. open-set identification (Table 2's built-in SurvFace-like protocol): phi_hr, phi_mr v1, the
    nine size strategies and quality routing;
 4. the same open-set protocol with its probes replaced by effective-resolution probes (per r):
@@ -164,6 +165,15 @@ def main() -> None:
         write_verification_report(res, args.out / f"effective_seed{sd}", baselines, s,
                                   plots=False, title="Effective-resolution probes: second image "
                                   "holds r pixels at a pixel size drawn from [r, S]")
+    # 2b. the same probes without the degradation (re-sampling only), first seed
+    sd = int(args.seeds.split(",")[0])
+    res = []
+    for enc in encoders:
+        res += evaluate_effective_pairs(enc, pairs, [7, 14, 28], s, enc.name, degradation=None,
+                                        seed=sd, progress=False)
+    write_verification_report(res, args.out / f"effective_clean_seed{sd}", baselines, s,
+                              plots=False, title="Effective-resolution probes without "
+                              "degradation (down to r, up to W in [r, S])")
     print("verification done", time.perf_counter() - t0)
 
     if not args.skip_openset:
