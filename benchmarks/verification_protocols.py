@@ -28,6 +28,7 @@ import types
 import numpy as np
 
 from btnet.evaluation.metrics_verification import kfold_accuracy, val_at_far
+from btnet.inference.encoding import l2_normalize
 
 NEEDED = ("LFold", "calculate_roc", "calculate_accuracy", "calculate_val", "calculate_val_far")
 
@@ -41,9 +42,7 @@ def simulated_pairs(n: int, rng: np.random.Generator, noise_range: tuple[float, 
     a = rng.standard_normal((n, dim))
     b = np.where(same[:, None], a + noise * rng.standard_normal((n, dim)),
                  rng.standard_normal((n, dim)))
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    b /= np.linalg.norm(b, axis=1, keepdims=True)
-    return a, b, same
+    return l2_normalize(a, dtype=np.float64), l2_normalize(b, dtype=np.float64), same
 
 
 def load_insightface(path: str) -> types.SimpleNamespace:

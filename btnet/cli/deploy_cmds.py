@@ -13,29 +13,27 @@ from pathlib import Path
 
 def _open(spec: str, rule: str | None = None):
     """Open an encoder; ``rule`` (``IND/ALLOC``, e.g. ``min/floor``) overrides its routing."""
-    from btnet.deployment.embed import open_encoder
+    from btnet.inference import load_encoder
 
-    loaded = open_encoder(spec)
+    encoder = load_encoder(spec)
     if rule:
         from btnet.models import BranchSelector
 
-        enc = loaded.encoder
-        paths = getattr(enc, "paths", None) or getattr(getattr(enc, "model", None), "paths", None)
-        if not paths:
+        if not hasattr(encoder, "with_selector") or len(encoder.paths) < 2:
             raise ValueError(f"{spec}: --selector needs a BTNet (a plain model has one path)")
         ind, _, alloc = rule.partition("/")
-        loaded = open_encoder(spec, selector=BranchSelector.from_rule(paths, ind, alloc or "near"))
-    return loaded
+        encoder = encoder.with_selector(BranchSelector.from_rule(encoder.paths, ind, alloc or "near"))
+    return encoder
 
 
-def _embed_inputs(loaded, inputs, args):
+def _embed_inputs(encoder, inputs, args):
     from btnet.deployment.embed import collect_images, embed_files
 
     files = collect_images(inputs)
     if not files:
         raise ValueError("no images found in the given inputs")
     res = embed_files(
-        loaded, files, batch_size=args.batch_size, flip=args.flip,
+        encoder, files, batch_size=args.batch_size, flip=args.flip,
         skip_errors=args.skip_errors, progress=not args.quiet,
     )
     for f, why in res.failed:
@@ -46,16 +44,16 @@ def _embed_inputs(loaded, inputs, args):
 def cmd_embed(args: argparse.Namespace) -> int:
     from btnet.deployment.embed import write_embeddings
 
-    loaded = _open(args.model, args.selector)
-    res = _embed_inputs(loaded, args.inputs, args)
+    encoder = _open(args.model, args.selector)
+    res = _embed_inputs(encoder, args.inputs, args)
     out, index = write_embeddings(
-        args.output, res, fingerprint=loaded.fingerprint, index_format=args.index_format
+        args.output, res, fingerprint=encoder.fingerprint, index_format=args.index_format
     )
     counts: dict[str, int] = {}
     for i in range(len(res.files)):
         counts[res.branch_name(i)] = counts.get(res.branch_name(i), 0) + 1
     routed = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    print(f"{len(res.files)} embeddings ({loaded.backend}) -> {out}, index {index}; {routed}")
+    print(f"{len(res.files)} embeddings ({encoder.backend}) -> {out}, index {index}; {routed}")
     return 0 if not res.failed else 1
 
 
@@ -68,6 +66,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         diff = e["max_abs_diff_vs_torch"]
         d = f", max |onnx - torch| = {diff:.1e}" if diff is not None else ""
         print(f"path {e['resolution']:>4} ({e['kind']}) -> {e['file']}{d}")
+    shared = data.get("shared_weights")
+    if shared:
+        size = sum(t["length"] for t in shared["tensors"].values()) / 2**20
+        print(f"trunk weights stored once: {shared['file']} ({size:.1f} MiB, shared by every path)")
     print("routing: " + "; ".join(data["selector"]["rules"]))
     print(f"manifest: {manifest}")
     return 0
@@ -96,11 +98,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         raise ValueError(f"{folder}: a new gallery needs --model")
     if args.chunk < 0:
         raise ValueError(f"--chunk must be >= 0, got {args.chunk}")
-    loaded = _open(_gallery_model(args, args.gallery))
+    encoder = _open(_gallery_model(args, args.gallery))
     # Check the gallery before spending time on embedding.
     gallery = Gallery.open_or_create(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size,
-        model=loaded.source if loaded.source.startswith("mm:") else str(Path(loaded.source).resolve()),
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size,
+        model=encoder.source if encoder.source.startswith("mm:") else str(Path(encoder.source).resolve()),
     )
     files = collect_images(args.inputs)
     if not files:
@@ -117,7 +119,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     enrolled: list[str] = []
     failed: list[tuple[str, str]] = []
     for start in range(0, len(files), chunk):
-        res = embed_files(loaded, files[start : start + chunk], batch_size=args.batch_size,
+        res = embed_files(encoder, files[start : start + chunk], batch_size=args.batch_size,
                           flip=args.flip, skip_errors=args.skip_errors, progress=not args.quiet)
         for f, why in res.failed:
             print(f"skipped {f}: {why}", file=sys.stderr)
@@ -146,11 +148,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def _open_gallery_and_embed(args):
     from btnet.deployment.gallery import Gallery
 
-    loaded = _open(_gallery_model(args, args.gallery))
+    encoder = _open(_gallery_model(args, args.gallery))
     gallery = Gallery.open(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size
     )
-    res = _embed_inputs(loaded, args.inputs, args)
+    res = _embed_inputs(encoder, args.inputs, args)
     return gallery, res
 
 
@@ -291,7 +293,8 @@ def _gallery_options(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands to ``btnet``."""
     p = sub.add_parser("embed", help="embed face images of any size (one shared space)")
-    p.add_argument("model", help="stored model folder, ONNX export folder or encoder spec")
+    p.add_argument("model", help="stored model or run folder, ONNX export folder, arcface_torch "
+                   "backbone.pth or encoder spec (NAME=..., mm:7=DIR,...)")
     p.add_argument("inputs", nargs="+", help="images, folders or list files (.txt)")
     p.add_argument("-o", "--output", required=True, help="embeddings file (.npy or .safetensors)")
     p.add_argument("--index-format", default="csv", choices=("csv", "json"))
@@ -301,7 +304,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ex = sub.add_parser("export", help="export a stored model for deployment")
     exs = ex.add_subparsers(dest="export_format", metavar="FORMAT")
-    p = exs.add_parser("onnx", help="one ONNX graph per path plus a manifest")
+    p = exs.add_parser("onnx", help="one ONNX graph per path (trunk weights stored once) + manifest")
     p.add_argument("model", help="stored model folder")
     p.add_argument("out_dir")
     p.add_argument("--opset", type=int, default=17)

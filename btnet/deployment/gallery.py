@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from btnet.deployment.fingerprint import file_sha256
 from btnet.deployment.search import topk
-from btnet.io.atomic import atomic_write_text, atomic_write_with
+from btnet.inference.encoding import l2_normalize
+from btnet.io.atomic import atomic_write_text, atomic_write_with, file_sha256
 
 FORMAT = "btnet-gallery"
 VERSION = 1
@@ -82,14 +82,6 @@ class Identification:
     score: float
     best_label: str | None
     threshold: float
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    """Cosine similarity is the score, so every stored or searched vector is unit length."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        return x
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _shard_name(n: int) -> str:
@@ -352,8 +344,7 @@ class Gallery:
             idx = np.array([pos[lab] for lab in self.labels], dtype=np.int64)
             sums = np.zeros((len(names), self.embedding_size), dtype=np.float64)
             np.add.at(sums, idx, self.embeddings.astype(np.float64))
-            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._templates = (names, (sums / norms).astype(np.float32))
+            self._templates = (names, l2_normalize(sums, dtype=np.float64).astype(np.float32))
         return self._templates
 
     # --- enrolment ---------------------------------------------------------------------------
@@ -372,7 +363,7 @@ class Gallery:
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity; refusing to enrol them")
-        emb = np.ascontiguousarray(_l2n(emb))
+        emb = np.ascontiguousarray(l2_normalize(emb))
         n = emb.shape[0] if emb.ndim == 2 else -1
         if n < 0 or emb.shape[1] != self.embedding_size:
             raise GalleryMismatchError(
@@ -423,7 +414,7 @@ class Gallery:
         """Top-k by cosine similarity against identity templates or single enrolled images."""
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-        q = _l2n(probes)
+        q = l2_normalize(probes)
         if q.ndim != 2 or q.shape[1] != self.embedding_size:
             raise GalleryMismatchError(
                 f"probe embeddings of shape {q.shape} do not fit this {self.embedding_size}-d gallery"
@@ -447,7 +438,7 @@ class Gallery:
         """
         from safetensors.numpy import save_file
 
-        emb = np.ascontiguousarray(_l2n(unmated))
+        emb = np.ascontiguousarray(l2_normalize(unmated))
         if emb.ndim != 2 or emb.shape[1] != self.embedding_size or emb.shape[0] == 0:
             raise GalleryMismatchError(f"calibration embeddings of shape {emb.shape} do not fit")
         if not 0.0 < target_fpir < 1.0:

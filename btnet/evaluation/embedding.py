@@ -1,7 +1,7 @@
 """Streaming embedding of image sources through any encoder.
 
-Evaluation only needs the encoder protocol of :mod:`btnet.inference.encoders` (``encode(images,
-batch_size, flip, progress) -> result with .embeddings``). Images are decoded, transformed and
+Evaluation only needs the :class:`btnet.inference.Encoder` protocol (``encode(images,
+batch_size, flip, progress) -> EncodeResult``). Images are decoded, transformed and
 encoded chunk by chunk, so a benchmark's pixels are never all in memory: only its embeddings.
 """
 
@@ -10,24 +10,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from btnet.data.base import ImageSource
+from btnet.inference.encoding import Encoder
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[np.ndarray], np.ndarray]
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What evaluation needs from an encoder (structurally the one of btnet.inference)."""
-
-    def encode(self, images: Sequence[np.ndarray], batch_size: int = ..., flip: bool = ...,
-               progress: bool = ...): ...
 
 
 def embed_source(
@@ -79,8 +71,3 @@ def embed_source(
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts, axis=0)
-
-
-def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)

@@ -18,7 +18,7 @@ import numpy as np
 
 from btnet.data.base import PairSet
 from btnet.data.resolution import downsample, sample_rng, upsample
-from btnet.evaluation.embedding import Encoder, embed_source, normalize_rows
+from btnet.evaluation.embedding import Encoder, embed_source
 from btnet.evaluation.metrics_identification import thin_indices
 from btnet.evaluation.metrics_verification import (
     DEFAULT_FARS,
@@ -26,6 +26,7 @@ from btnet.evaluation.metrics_verification import (
     roc_curve,
     verification_metrics,
 )
+from btnet.inference.encoding import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def _resolve(encoder: EncoderLike) -> Encoder:
 
 def pair_scores(emb_left: np.ndarray, emb_right: np.ndarray) -> np.ndarray:
     """Cosine similarity of row-aligned embeddings."""
-    return np.sum(normalize_rows(emb_left) * normalize_rows(emb_right), axis=1)
+    return np.sum(l2_normalize(emb_left) * l2_normalize(emb_right), axis=1)
 
 
 def evaluate_pairs(

@@ -73,6 +73,8 @@ class QualityRoutedEncoder:
         if served != chosen:
             raise RuntimeError(f"{self.name}: inner encoder served paths {served[:5]} for "
                                f"quality-routed {chosen[:5]}")
+        if getattr(result, "sizes", None) is not None:  # report the faces as they came in
+            result.sizes = np.array([img.shape[:2] for img in images], dtype=np.int32)
         return result
 
 

@@ -170,10 +170,9 @@ def verify_against_onnxruntime(path: str | Path, backbone: torch.nn.Module,
     with torch.inference_mode():
         got = backbone.eval()(torch.from_numpy(feed)).numpy()
 
-    def unit(e: np.ndarray) -> np.ndarray:
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    from btnet.inference.encoding import l2_normalize
 
-    return float(np.abs(unit(ref) - unit(got)).max())
+    return float(np.abs(l2_normalize(ref) - l2_normalize(got)).max())
 
 
 def conv_batchnorm_pairs(backbone: torch.nn.Module) -> list[tuple[str, str]]:

@@ -155,7 +155,7 @@ def _open_folder(path: Path, input_size: int | None) -> Trunk:
 
 def _fingerprint(folder: Path) -> str | None:
     try:
-        from btnet.deployment.fingerprint import model_fingerprint
+        from btnet.io.fingerprint import model_fingerprint
 
         return model_fingerprint(folder)
     except Exception:  # a fingerprint is provenance, never a reason to refuse a trunk

@@ -47,20 +47,21 @@ def test_nan_weights_are_refused_and_nothing_written(tiny_model_dir, face_folder
 
 
 def test_nan_embeddings_from_any_encoder_are_an_error(tiny_model_dir, face_folder):
-    from btnet.deployment.embed import NonFiniteEmbeddingError, embed_files, open_encoder
+    from btnet.deployment.embed import NonFiniteEmbeddingError, embed_files
+    from btnet.inference import load_encoder
 
-    loaded = open_encoder(tiny_model_dir)
-    real = loaded.encoder.encode
+    encoder = load_encoder(tiny_model_dir)
+    real = encoder.encode
 
     def poisoned(images, **kw):
         res = real(images, **kw)
         res.embeddings[1] = np.nan  # e.g. an ONNX graph with damaged weights
         return res
 
-    loaded.encoder.encode = poisoned
+    encoder.encode = poisoned
     files = sorted(face_folder.rglob("*.png"))
     with pytest.raises(NonFiniteEmbeddingError, match=str(files[1])):
-        embed_files(loaded, files)
+        embed_files(encoder, files)
 
 
 def test_a_one_pixel_image_is_refused_with_the_minimum(tiny_model_dir, face_folder, tmp_path,
