@@ -38,7 +38,7 @@ def main() -> None:
         pairs = resolve_source(opts).pair_set(opts)
         settings = default_settings(opts.canonical, opts.resolutions)
     else:
-        from btnet.data.verification import open_pair_set
+        from btnet.data.pair_sets import open_pair_set
 
         pairs = open_pair_set(args.set)
         settings = default_settings(args.canonical)

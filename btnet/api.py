@@ -126,7 +126,7 @@ def evaluate_pairs(
     default: the paper's Table 1 settings). ``kwargs`` go to
     :func:`btnet.evaluation.verification.evaluate_pairs` (``n_folds``, ``far_targets``, ...).
     """
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
     from btnet.evaluation.verification import evaluate_verification, parse_settings, subset_pairs
 
     encoder = as_encoder(model)

@@ -132,7 +132,7 @@ class _IdentityEncoder:
 
 
 def test_evaluate_pairs_on_a_bin(tmp_path):
-    from btnet.data.verification import write_bin
+    from btnet.data.pair_sets import write_bin
 
     faces = [np.full((56, 56, 3), 30 * k, np.uint8) for k in range(6)]
     blobs, issame = [], []

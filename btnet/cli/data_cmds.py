@@ -80,7 +80,7 @@ def _add_export_bin(dsub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_bin(args: argparse.Namespace) -> int:
-    from btnet.data.verification import export_pairs_to_bin, open_pair_set
+    from btnet.data.pair_sets import export_pairs_to_bin, open_pair_set
 
     pairs = open_pair_set(args.pairs, root=args.root)
     out = export_pairs_to_bin(pairs, args.out)
@@ -128,6 +128,7 @@ def _add_synth(dsub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
+    from btnet.data import export
     from btnet.data import synthetic as syn
 
     spec = args.spec or ("builtin:train" if args.format in ("folder", "rec") else "builtin:test")
@@ -136,16 +137,16 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.format in ("folder", "rec"):
         ds = syn.SyntheticFaces(**kw)
         if args.format == "folder":
-            syn.export_folder(ds, args.out)
+            export.export_folder(ds, args.out)
             print(f"wrote {args.out} ({len(ds)} images, {ds.num_classes} identities)")
         else:
-            res = syn.export_rec(ds, args.out)
+            res = export.export_rec(ds, args.out)
             print(f"wrote {res.rec_path} ({res.num_images} images, {res.num_classes} identities)")
         return 0
     ids, per_id = kw.pop("num_identities"), kw.pop("images_per_identity")
     if args.format == "bin":
         pairs = syn.builtin_pairs(ids, per_id, num_pairs=args.pairs, **kw)
-        print(f"wrote {syn.export_bin(pairs, args.out)} ({len(pairs)} pairs)")
+        print(f"wrote {export.export_bin(pairs, args.out)} ({len(pairs)} pairs)")
         return 0
     from btnet.data.openset import write_openset
 

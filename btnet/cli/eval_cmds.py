@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import verify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return verify_with_quality(args)
     from btnet.data.degradation import parse_degradation
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
     from btnet.evaluation.gains import GainBaselines
     from btnet.evaluation.report import write_verification_report
     from btnet.evaluation.verification import (
@@ -55,6 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         subset_pairs,
     )
 
+    mm = phi_mm_baseline(args)
     sets = [subset_pairs(open_pair_set(p), args.max_pairs) for p in args.set]
     deg = parse_degradation(args.degradation)
     results = []
@@ -72,9 +78,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             degradation=deg, seed=args.seed,
             protocol=None if args.protocol == "auto" else args.protocol)
         del enc
-    mm = args.phi_r
-    if mm and "=" in mm:
-        mm = {int(k): v for k, v in (kv.split("=", 1) for kv in mm.split(","))}
     baselines = GainBaselines(hr=args.phi_hr, mr=args.phi_mr, r=mm)
     written = write_verification_report(results, args.out, baselines, canonical,
                                         plots=not args.no_plots)
@@ -83,10 +86,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def phi_mm_baseline(args: argparse.Namespace) -> str | dict[int, str] | None:
+    """The phi_mm baseline of ``btnet eval verify``: one report name, or one per resolution
+    (``7=NAME,14=NAME``). From ``--phi-mm``, or ``--phi-r``, its old name (the flag names the
+    phi_mm baseline, whose member for r is the paper's phi_r)."""
+    mm = args.phi_mm
+    if args.phi_r is not None:
+        if mm is not None:
+            raise ValueError("--phi-r is the deprecated name of --phi-mm; give only --phi-mm")
+        print("btnet eval verify: --phi-r is deprecated, use --phi-mm", file=sys.stderr)
+        mm = args.phi_r
+    if mm and "=" in mm:
+        return {int(k): v for k, v in (kv.split("=", 1) for kv in mm.split(","))}
+    return mm
+
+
 # --------------------------------------------------------------------------- eval identify
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import identify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return identify_with_quality(args)
     from btnet.data.openset import open_openset
     from btnet.evaluation.identification import (
         STRATEGIES,
@@ -173,7 +195,7 @@ def template_report_lines(results: list[dict], fars: list[float], convention: st
 
 
 def cmd_protocol_openset(args: argparse.Namespace) -> int:
-    from btnet.evaluation.protocol import make_openset_protocol
+    from btnet.evaluation.openset_protocol import make_openset_protocol
 
     out = make_openset_protocol(
         args.root, args.out, n_watchlist=args.watchlist, gallery_per_id=args.gallery_per_id,
@@ -257,6 +279,8 @@ def cmd_plot_verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``protocol`` and ``analyze`` groups to ``btnet``."""
+    from btnet.cli.quality_cmds import add_effective_options
+
     ev = sub.add_parser("eval", help="evaluate models: verification, 1:N, templates")
     evs = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
 
@@ -287,9 +311,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pairs", type=int, default=None, help="N evenly spaced pairs only (quick runs)")
     p.add_argument("--phi-hr", default=None, help="report name of the phi_hr baseline (gains)")
     p.add_argument("--phi-mr", default=None, help="report name of the phi_mr baseline (gains)")
-    p.add_argument("--phi-r", default=None,
-                   help="phi_r baseline for same-resolution gains: a name (phi_mm) or "
-                        "'7=NAME,14=NAME,...'")
+    p.add_argument("--phi-mm", default=None,
+                   help="report name of the phi_mm baseline for same-resolution gains (its "
+                        "member for r is phi_r), or '7=NAME,14=NAME,...' per resolution")
+    p.add_argument("--phi-r", default=None, help=argparse.SUPPRESS)  # deprecated: --phi-mm
+    add_effective_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = evs.add_parser("identify", help="open-set 1:N identification (SurvFace / generic)")
@@ -302,6 +328,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-identity mean feature (SurvFace reference) or every image")
     p.add_argument("--strategies", default=None,
                    help="'all' (Table 2's nine) or e.g. 'min/near,max/ceil'; BTNet models only")
+    add_effective_options(p)
     p.set_defaults(func=cmd_identify)
 
     p = evs.add_parser("templates", help="IJB-C style template 1:1 and 1:N")

@@ -23,10 +23,14 @@ EXAMPLES: dict[str, list[str]] = {
         "--out reports/lfw",
         "btnet eval verify --model BTNet=runs/btnet/model --model phi_hr=runs/hr/model "
         "--phi-hr phi_hr --set lfw.bin --folds 10 --out reports/table1",
+        "btnet eval verify --model runs/btnet/model --set pairs.txt --effective-resolution "
+        "7,14,28 --degrade-seed 0 --routing size,quality --out reports/effective",
     ],
     "eval identify": [
         "btnet eval identify --model runs/btnet/model --protocol proto/ --strategies all "
         "--out reports/openset",
+        "btnet eval identify --model runs/btnet/model --protocol proto/ --strategies all "
+        "--routing size,quality --effective-resolution 7,14,28 --out reports/openset_eff",
     ],
     "eval templates": [
         "btnet eval templates --model runs/btnet/model --protocol IJBC/ --images IJBC/aligned "
@@ -82,6 +86,13 @@ EXAMPLES: dict[str, list[str]] = {
     "data synth": ["btnet data synth faces/", "btnet data synth lfw_like.bin --format bin"],
     "cost": ["btnet cost --arch iresnet50", "btnet cost --model runs/btnet/model --json"],
     "model": ["btnet model runs/btnet/model"],
+    "quality": ["btnet quality calibrate runs/btnet/model",
+                "btnet quality estimate runs/btnet/model crops/*.png"],
+    "quality calibrate": [
+        "btnet quality calibrate runs/btnet/model   # on the training set the model records",
+        "btnet quality calibrate runs/btnet/model --images train_faces/ --samples 3000 --seed 0",
+    ],
+    "quality estimate": ["btnet quality estimate runs/btnet/model crops/*.png"],
 }
 
 

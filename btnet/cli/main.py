@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "btnet.cli.deploy_cmds",
     "btnet.cli.data_cmds",
     "btnet.cli.model_cmds",
+    "btnet.cli.quality_cmds",
 )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 from btnet.training.config import RECIPES
 
@@ -61,20 +59,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_arguments(p)
     p.set_defaults(func=handler)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m btnet.training``), same options and errors as ``btnet train``."""
-    parser = argparse.ArgumentParser(prog="python -m btnet.training", epilog=_epilog(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return handler(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        if args.verbose:
-            raise
-        print(f"btnet train: error: {exc}", file=sys.stderr)
-        return 2

@@ -92,3 +92,19 @@ class ListImageSource:
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self._images[index]
+
+
+class DatasetImages:
+    """:class:`ImageSource` view of a :class:`FaceDataset` (image without label), or of a
+    subset of its indices: how pair sets and protocols share one dataset's images."""
+
+    def __init__(self, dataset: FaceDataset, indices: Sequence[int] | None = None):
+        self.dataset = dataset
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        j = index if self.indices is None else int(self.indices[index])
+        return self.dataset[j][0]

@@ -152,8 +152,8 @@ def inspect_dataset(path: str | os.PathLike, sample: int = 500, verify: bool = F
                     root: str | os.PathLike | None = None) -> DatasetSummary:
     """Summarise a training set, pair set or open-set protocol at ``path``."""
     from btnet.data.openset import SURVFACE_DIR, open_openset
+    from btnet.data.pair_sets import open_pair_set
     from btnet.data.training_sets import BUILTIN_PREFIX, is_record_spec, open_training_set
-    from btnet.data.verification import open_pair_set
 
     spec = os.fspath(path)
     if spec.startswith(BUILTIN_PREFIX) or is_record_spec(spec):

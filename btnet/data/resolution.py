@@ -29,7 +29,6 @@ from PIL import Image
 __all__ = [
     "RESAMPLE_METHODS",
     "FixedSampler",
-    "MultiResolutionDataset",
     "MultiResolutionTransform",
     "ResolutionSampler",
     "SIZE_RANGE_MIN",
@@ -298,45 +297,6 @@ class MultiResolutionTransform:
             f"MultiResolutionTransform({self.sampler!r}, canonical={self.canonical}, "
             f"restore={self.restore}, degradation={self.degradation!r}, method={self.method!r})"
         )
-
-
-class MultiResolutionDataset:
-    """Wrap a :class:`~btnet.data.base.FaceDataset` so each sample passes through a transform.
-
-    Sample ``i`` of epoch ``e`` always gets ``sample_rng(seed, e, i)``; call :meth:`set_epoch`
-    at the start of each epoch (in every worker, e.g. via a persistent-workers-free loader or a
-    worker_init_fn) to vary augmentation between epochs. ``with_resolution=True`` makes items
-    ``(image, label, r)``.
-    """
-
-    def __init__(
-        self,
-        dataset,
-        transform: MultiResolutionTransform,
-        seed: int = 0,
-        with_resolution: bool = False,
-    ):
-        self.dataset = dataset
-        self.transform = transform
-        self.seed = int(seed)
-        self.epoch = 0
-        self.with_resolution = with_resolution
-        self.name = getattr(dataset, "name", "dataset")
-        self.num_classes = dataset.num_classes
-        self.labels = dataset.labels
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        out, r = self.transform.apply(image, sample_rng(self.seed, self.epoch, int(index)))
-        if self.with_resolution:
-            return out, label, r
-        return out, label
 
 
 def fit_to(img: np.ndarray, size: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 ``spec`` is ``builtin:<name>[...]`` (the procedural faces of :mod:`btnet.data.synthetic`), a
 RecordIO file / prefix / folder holding a ``.rec``, an image folder ``root/<identity>/...``, or
-``lfw-celeba:ROOT`` (the real-face protocol of :mod:`btnet.data.protocols`).
+``lfw-celeba:ROOT`` (the real-face protocol of :mod:`btnet.data.lfw_celeba_protocol`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def open_training_set(
 
         return open_builtin(s)
     if s.startswith("lfw-celeba:"):  # the real-face protocol of docs/reproduction.md
-        from btnet.data.protocols import lfw_celeba_training_set
+        from btnet.data.lfw_celeba_protocol import lfw_celeba_training_set
 
         return lfw_celeba_training_set(s[len("lfw-celeba:"):], min_images=max(2, min_images))
     if is_record_spec(s):

@@ -162,3 +162,24 @@ def plot_interpolation(
     if len(errors) > 1:
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_coupling_points(points: Sequence[Mapping], canonical: int,
+                         path: str | os.PathLike) -> Path:
+    """Figure 7: accuracy at S&r against stored parameters, one line per r, each point
+    labelled with the unit its branch couples after (``points``: r, unit, stored_params and
+    accuracy per setting, as ``btnet reproduce figure7`` records them)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in sorted({p["r"] for p in points}):
+        pts = [p for p in points if p["r"] == r]
+        xs = [p["stored_params"] / 1e6 for p in pts]
+        ys = [100 * p["accuracy"].get(f"{canonical}&{r}", float("nan")) for p in pts]
+        ax.plot(xs, ys, "o-", label=f"{canonical}&{r}")
+        for x, y, p in zip(xs, ys, pts):
+            ax.annotate(p["unit"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("stored parameters (M)")
+    ax.set_ylabel("verification accuracy (%)")
+    ax.set_title("Coupling point: deeper branches store more")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

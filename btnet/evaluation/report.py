@@ -160,6 +160,21 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
     return "\n".join(lines)
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (no trailing newline), for reports that are not one accuracy matrix."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def accuracy_cells(results: Sequence, model: str, settings: Sequence[str]) -> list[str]:
+    """``mean ± std`` (%) of ``model`` at each setting among ``results`` (VerificationResult),
+    ``–`` where it was not evaluated."""
+    by = {r.setting: r for r in results if r.model == model}
+    return [f"{100 * by[s].accuracy_mean:.2f} ± {100 * by[s].accuracy_std:.2f}" if s in by
+            else "–" for s in settings]
+
+
 def _tar_val_table(d: Mapping) -> list[str]:
     """TAR@FAR (exact, whole set) and insightface VAL@FAR per model and setting, in %."""
     cells = [c for c in d["cells"] if c["metrics"].get("tar_at_far") or

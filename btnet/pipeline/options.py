@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STAGE_NAMES = (
-    "trunk_hr", "trunk_hr_ft", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
-    "btnet", "btnet_hr_trunk", "table3", "table4", "openset", "figure7",
-)
+# The stages ``--stages`` can pick, per study: table1 (and the demo, table1 restricted to three
+# models) trains one model per stage, so a long run can be split; the other studies need all of
+# theirs and always run them. trunk_hr_ft exists only with mr_init=hr.
+TABLE1_STAGES = ("trunk_hr", "trunk_hr_ft", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
+                 "btnet")
+STUDY_STAGES = {"table1": TABLE1_STAGES, "demo": ("trunk_hr", "trunk_mr_v1", "btnet")}
 
 
 MR_INITS = ("scratch", "hr")
@@ -44,7 +46,7 @@ class StudyOptions:
     device: str = "auto"
     threads: int = 0
     progress: bool = True
-    stages: list[str] | None = None  # None: every stage of the study
+    stages: list[str] | None = None  # None: every stage; a subset of STUDY_STAGES[study]
     # built-in faces (data == "builtin")
     builtin_train_ids: int = 300
     builtin_per_id: int = 16
@@ -59,6 +61,30 @@ class StudyOptions:
     def __post_init__(self) -> None:
         if self.mr_init not in MR_INITS:
             raise ValueError(f"mr_init must be one of {', '.join(MR_INITS)}, not {self.mr_init!r}")
+        if self.stages is not None:
+            self._check_stages()
+
+    def selectable_stages(self) -> tuple[str, ...]:
+        """The stages of this study that ``stages`` may name (none: it runs all of them)."""
+        names = STUDY_STAGES.get(self.study, ())
+        return tuple(s for s in names if s != "trunk_hr_ft" or self.mr_init == "hr")
+
+    def _check_stages(self) -> None:
+        """A stage the study does not use would be silently skipped: refuse it instead."""
+        allowed = self.selectable_stages()
+        if not allowed:
+            picks = "; ".join(f"{k}: {', '.join(v)}" for k, v in STUDY_STAGES.items())
+            raise ValueError(f"study {self.study!r} always runs all its stages, so it takes no "
+                             f"stage subset (studies that do: {picks})")
+        if not self.stages:
+            raise ValueError(f"empty stage subset; study {self.study!r} has stages "
+                             f"{', '.join(allowed)}")
+        unused = [s for s in self.stages if s not in allowed]
+        if unused:
+            hint = (" (trunk_hr_ft exists only with mr_init=hr)"
+                    if "trunk_hr_ft" in unused and self.study in STUDY_STAGES else "")
+            raise ValueError(f"study {self.study!r} does not use stage(s) {', '.join(unused)}"
+                             f"{hint}; its stages: {', '.join(allowed)}")
 
     def mr_trunk_recipe(self) -> str:
         """One line for reports: how the phi_mr trunks (and so BTNet's trunk) were trained."""

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from btnet.data.base import OpenSetProtocol, PairSet
+from btnet.data.synthetic import BUILTIN_TEST_OFFSET, GENERATOR_VERSION
 from btnet.pipeline.options import StudyOptions
-
-BUILTIN_TEST_OFFSET = 100_000  # built-in test identities never overlap training ones
 
 
 @dataclass
@@ -49,14 +48,9 @@ class DataSource:
 
 class BuiltinSource(DataSource):
     def train_params(self) -> dict:
-        """The generator's own code is part of the data: a changed generator retrains."""
-        import hashlib
-        import inspect
-
-        from btnet.data import synthetic
-
-        digest = hashlib.sha256(inspect.getsource(synthetic).encode()).hexdigest()[:12]
-        return {**super().train_params(), "generator": digest}
+        """The generator is part of the data: a new generator version retrains (moving its
+        code does not: the version is declared, not hashed from the source)."""
+        return {**super().train_params(), "generator": GENERATOR_VERSION}
 
     def pair_set(self, opts: StudyOptions) -> PairSet:
         from btnet.data.synthetic import builtin_pairs
@@ -71,8 +65,9 @@ class BuiltinSource(DataSource):
         )
 
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
-        from btnet.data.synthetic import SyntheticFaces, export_folder
-        from btnet.evaluation.protocol import build_openset_protocol
+        from btnet.data.export import export_folder
+        from btnet.data.synthetic import SyntheticFaces
+        from btnet.evaluation.openset_protocol import build_openset_protocol
 
         faces = SyntheticFaces(opts.builtin_test_ids, opts.builtin_test_per_id, size=112,
                                seed=opts.seed + 2, identity_offset=BUILTIN_TEST_OFFSET + 50_000)
@@ -100,14 +95,14 @@ class RealFacesSource(DataSource):
         super().__init__("lfw-celeba", f"lfw-celeba:{self.root}", f"real faces under {self.root}")
 
     def pair_set(self, opts: StudyOptions) -> PairSet:
-        from btnet.data.protocols import lfw_devtest_pairs
+        from btnet.data.lfw_celeba_protocol import lfw_devtest_pairs
 
         return lfw_devtest_pairs(self.root / "lfw", total_pairs=self.num_pairs(opts),
                                  seed=opts.seed)
 
     def openset(self, opts: StudyOptions, workdir: Path) -> OpenSetProtocol:
-        from btnet.data.protocols import lfw_devtest_people
-        from btnet.evaluation.protocol import build_openset_protocol
+        from btnet.data.lfw_celeba_protocol import lfw_devtest_people
+        from btnet.evaluation.openset_protocol import build_openset_protocol
 
         people = lfw_devtest_people(self.root / "lfw")
         return build_openset_protocol(self.root / "lfw", seed=opts.seed, identities=people,

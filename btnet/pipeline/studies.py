@@ -24,13 +24,6 @@ from btnet.pipeline.stages import StageCache, StageResult
 log = logging.getLogger(__name__)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 class Study:
     """Shared machinery: the cache, the data source and the stage builders."""
 
@@ -47,6 +40,8 @@ class Study:
 
     # --- training stages ---------------------------------------------------------------------
     def _train_config(self, recipe: str, name: str, epochs: float, loss: str, extra: dict) -> dict:
+        from btnet.training.config import merge_dicts  # lazily: it imports torch
+
         o = self.opts
         base = {
             "recipe": recipe,
@@ -60,7 +55,7 @@ class Study:
                       "device": o.device, "num_threads": o.threads, "progress": o.progress,
                       "ckpt_every": 100, "log_every": 20},
         }
-        return _merge(base, extra)
+        return merge_dicts(base, extra)
 
     def _cache_view(self, cfg: dict) -> dict:
         """What of a training config decides its result (not its name, progress or threads),
@@ -300,18 +295,6 @@ def _accuracy_note(study: Study) -> str:
     return accuracy_caption([default_protocol(study.pair_set())], [10])
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _acc_cells(results, label: str, settings: list[str]) -> list[str]:
-    by = {r.setting: r for r in results if r.model == label}
-    return [f"{100 * by[s].accuracy_mean:.2f} ± {100 * by[s].accuracy_std:.2f}" if s in by else "–"
-            for s in settings]
-
-
 def _stored_params(stage: StageResult, r: int) -> int | None:
     from btnet.io.model_store import read_model_json
 
@@ -343,6 +326,8 @@ TABLE3_ROWS = (
 
 def run_table3(opts: StudyOptions, echo=print) -> Path:
     """Table 3: the five training-method rows for one resolution (14) with stored parameters."""
+    from btnet.evaluation.report import accuracy_cells, markdown_table
+
     study = Study(opts, echo)
     r = 14 if 14 in opts.resolutions else sorted(opts.resolutions)[len(opts.resolutions) // 2]
     settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
@@ -357,18 +342,19 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
         res = study.results([ev])
         results += res
         stored = _stored_params(stage, r)
-        rows.append([label, *_acc_cells(res, label, settings),
+        rows.append([label, *accuracy_cells(res, label, settings),
                      "–" if stored is None else f"{stored / 1e6:.3f}M"])
     body = (f"Resolution r = {r}, canonical size S = {opts.canonical}, trunk: phi_mr v1; data: "
             f"{study.source.description}. {opts.mr_trunk_recipe()} "
             f"{_accuracy_note(study)}\n\n"
-            + _md_table(["training method", *settings, "stored params"], rows))
+            + markdown_table(["training method", *settings, "stored params"], rows))
     return _finish(study, study.root / "report", "Table 3: training methods", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
 
 
 def run_table4(opts: StudyOptions, echo=print) -> Path:
     """Table 4: CosFace / ArcFace / CurricularFace as the influence loss of the branches."""
+    from btnet.evaluation.report import accuracy_cells, markdown_table
     from btnet.evaluation.verification import default_settings
 
     study = Study(opts, echo)
@@ -379,10 +365,10 @@ def run_table4(opts: StudyOptions, echo=print) -> Path:
         stage = study.branches(trunk, name=f"table4_{loss}", loss=loss)
         res = study.results([study.evaluate(f"BTNet ({loss})", stage)])
         results += res
-        rows.append([loss, *_acc_cells(res, f"BTNet ({loss})", settings)])
+        rows.append([loss, *accuracy_cells(res, f"BTNet ({loss})", settings)])
     body = (f"Branches on the phi_mr v1 trunk; data: {study.source.description}. "
             f"{opts.mr_trunk_recipe()} {_accuracy_note(study)}\n\n"
-            + _md_table(["influence loss", *settings], rows))
+            + markdown_table(["influence loss", *settings], rows))
     return _finish(study, study.root / "report", "Table 4: influence loss", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
 
@@ -453,6 +439,8 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     For each resolution r, one branch per unit with an r x r output (offset 0 is BTNet's
     default, the first such unit; larger offsets couple deeper and store more).
     """
+    from btnet.evaluation.plots import plot_coupling_points
+    from btnet.evaluation.report import accuracy_cells, markdown_table
     from btnet.models import build_backbone
 
     study = Study(opts, echo)
@@ -470,42 +458,18 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
             res = study.results([study.evaluate(label, stage, settings)])
             stored = _stored_params(stage, r)
             accs = {x.setting: x.accuracy_mean for x in res}
-            rows.append([str(r), name, *_acc_cells(res, label, settings), f"{stored / 1e6:.3f}M"])
+            rows.append([str(r), name, *accuracy_cells(res, label, settings), f"{stored / 1e6:.3f}M"])
             points.append({"r": r, "unit": name, "offset": offset, "stored_params": stored,
                            "accuracy": accs})
     report_dir = study.root / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    _plot_figure7(points, opts.canonical, report_dir / "figure7.png")
+    plot_coupling_points(points, opts.canonical, report_dir / "figure7.png")
     body = (f"Branches on the phi_mr v1 trunk, coupled at every unit with an r x r output; "
             f"data: {study.source.description}. {opts.mr_trunk_recipe()} "
             f"{_accuracy_note(study)}\n\n"
-            + _md_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
+            + markdown_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
             + "\n\n![figure 7](figure7.png)")
     return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)
-
-
-def _plot_figure7(points: list[dict], canonical: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for r in sorted({p["r"] for p in points}):
-        pts = [p for p in points if p["r"] == r]
-        xs = [p["stored_params"] / 1e6 for p in pts]
-        ys = [100 * p["accuracy"].get(f"{canonical}&{r}", float("nan")) for p in pts]
-        ax.plot(xs, ys, "o-", label=f"{canonical}&{r}")
-        for x, y, p in zip(xs, ys, pts):
-            ax.annotate(p["unit"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-    ax.set_xlabel("stored parameters (M)")
-    ax.set_ylabel("verification accuracy (%)")
-    ax.set_title("Coupling point: deeper branches store more")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 STUDIES: dict[str, Callable[..., Path]] = {

@@ -18,7 +18,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -32,7 +31,7 @@ from btnet.training.recipes import (
     open_training_set,
     recipe_parts,
 )
-from btnet.training.verification import make_verifier
+from btnet.training.validation import make_verifier
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +66,11 @@ def _as_config(config: Config | str | Path | dict, overrides) -> Config:
     if isinstance(config, Config) and not overrides:
         return config
     if isinstance(config, (Config, dict)):
-        from btnet.training.config import _merge, config_from_dict, parse_overrides
+        from btnet.training.config import config_from_dict, merge_dicts, parse_overrides
 
         data = config.to_dict() if isinstance(config, Config) else config
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        return config_from_dict(_merge(data, extra or {}))
+        return config_from_dict(merge_dicts(data, extra or {}))
     return load_config(config, overrides)
 
 
@@ -160,9 +159,3 @@ def train(
         return summary
     finally:
         D.cleanup(ctx)
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """A small summary for printing."""
-    return {"output_dir": str(result.output_dir), "model": str(result.model_path),
-            "steps": result.steps, "metrics": result.metrics}

@@ -7,6 +7,7 @@ file may start from another with ``base: other.yaml`` (path relative to the file
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -117,7 +118,9 @@ class MMConfig:
 @dataclass
 class EvalConfig:
     sets: list[str] = field(default_factory=list)  # verification sets (specs)
-    pairs: list[str] = field(default_factory=lambda: ["S-S"])  # resolution pairs, e.g. 14-S
+    # settings r1&r2 as btnet.evaluation.verification.parse_settings reads them (S: the
+    # canonical size), e.g. ["S&S", "S&7", "14&14"]; "default" is Table 1's seven
+    pairs: list[str] = field(default_factory=lambda: ["S&S"])
     every: int = 0  # optimiser steps between verifications (0: only at the end)
     batch_size: int = 64
 
@@ -209,10 +212,16 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
+def merge_dicts(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base`` key by key, nested mappings merged, as a new dict that shares
+    nothing with either: how a YAML's ``base:``, ``--set`` overrides and a study's per-model
+    settings combine."""
+    out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_dicts(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 
@@ -242,7 +251,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     base = data.pop("base", None)
     if base:
-        data = _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+        data = merge_dicts(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
     return data
 
 
@@ -349,4 +358,4 @@ def load_config(
     """Read a YAML config (optional), apply ``--set`` style overrides, validate."""
     data = _read_yaml(Path(path)) if path else {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return config_from_dict(_merge(data, extra))
+    return config_from_dict(merge_dicts(data, extra))

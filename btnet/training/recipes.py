@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,6 @@ class Recipe:
     save: Callable[[Path], Path]  # writes the trained model under a folder, returns its path
     encoder: Callable[[], Any]  # a btnet.inference encoder over the current weights
     eval_resolutions: list[int] | None = None  # restrict verification settings (phi_mm)
-    meta: dict = field(default_factory=dict)
 
 
 def _backbone(cfg: Config) -> Backbone:
@@ -418,7 +417,6 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
         "branch" + ("" if len(resolutions) > 1 else str(resolutions[0])), task, dataset,
         make_branch_sample(cfg.model.input_size, resolutions, cfg.data.flip),
         save, lambda: MultiResolutionEncoder(model, name=cfg.run_name()),
-        meta={"trunk": str(folder)},
     )
 
 

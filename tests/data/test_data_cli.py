@@ -5,8 +5,8 @@ from __future__ import annotations
 from formats_helpers import make_folder
 
 from btnet.cli.main import main
+from btnet.data.pair_sets import read_bin
 from btnet.data.recordio import RecordDataset
-from btnet.data.verification import read_bin
 
 
 def test_pack_then_inspect_then_reindex(tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 from formats_helpers import face
 
 from btnet.data.images import write_image
-from btnet.data.verification import open_pair_set, read_lfw_pairs
+from btnet.data.pair_sets import open_pair_set, read_lfw_pairs
 
 
 def _images(root, names):

@@ -10,14 +10,14 @@ import pytest
 from formats_helpers import face, jpeg, make_folder
 
 from btnet.data.images import decode_image, write_image
-from btnet.data.safe_pickle import UnsafePickleError, restricted_loads
-from btnet.data.verification import (
+from btnet.data.pair_sets import (
     export_pairs_to_bin,
     open_pair_set,
     read_bin,
     read_lfw_pairs,
     write_bin,
 )
+from btnet.data.safe_pickle import UnsafePickleError, restricted_loads
 
 
 class _RunsCode:

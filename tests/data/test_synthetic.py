@@ -169,9 +169,9 @@ def test_export_folder_round_trips(tmp_path):
 
 
 def test_export_rec_and_bin(tmp_path):
+    from btnet.data.pair_sets import read_bin
     from btnet.data.recordio import RecordDataset
     from btnet.data.synthetic import export_bin, export_rec
-    from btnet.data.verification import read_bin
 
     ds = SyntheticFaces(3, 2, size=32, seed=0)
     export_rec(ds, tmp_path / "train")
@@ -198,3 +198,66 @@ def test_finished_images_are_kept_within_their_budget_and_not_pickled():
     none = SyntheticFaces(3, 2, size=32, seed=0, image_cache_mb=0)
     a, b = none[0][0], none[0][0]
     assert a is not b and np.array_equal(a, b) and a.flags.writeable
+
+
+# sha256 of generated data under GENERATOR_VERSION, recorded from the single-module generator
+# before it was split by responsibility (the split kept every pixel). If one of these moves,
+# built-in data changed: bump GENERATOR_VERSION (cached pipeline stages must retrain) and
+# record the new hashes here.
+PINNED_VERSION = "f7a9e48cbf26"
+PINNED_FACES = [
+    (dict(size=112, seed=0),
+     "4e05a4694542174097ec49bd7a90ca2f9a21298bf761f5c9a63610a6421cb05f"),
+    (dict(size=56, seed=3, identity_offset=100000),
+     "ae740375ef7a0c1cb517d9b97694e633bb2595d216f112c5a1b2aca4e2089813"),
+    (dict(size=24, seed=1, variation=0.0),
+     "1801f1bed76ec59455a21baa185d0ae2ec9eb78d483dec4d5766b30549ed13b8"),
+    (dict(size=160, seed=2, families=3, coarse_jitter=0.5),
+     "1c651a74c0cfcfe426d30ab39bc8a782a8569e254ce1c2e76cdf2036cba03e93"),
+]
+PINNED_PAIRS = "5e404b9bb53b33791458f37afb18dbb77acab77ab019fc5c216d3767fc2d7adf"
+PINNED_OPENSET = "043704d3341f7bb237e9724a42cd5df3ad6467832ef044e364f7c097a889cf70"
+
+
+def test_generated_data_match_the_declared_generator_version():
+    import hashlib
+
+    from btnet.data.synthetic import GENERATOR_VERSION
+
+    assert GENERATOR_VERSION == PINNED_VERSION, "new version: record the new hashes below it"
+    bump = "built-in data changed: bump GENERATOR_VERSION and record new hashes"
+    for kwargs, expected in PINNED_FACES:
+        faces = SyntheticFaces(3, 4, **kwargs)
+        h = hashlib.sha256()
+        for i in range(len(faces)):
+            h.update(faces[i][0].tobytes())
+        assert h.hexdigest() == expected, f"{kwargs}: {bump}"
+
+    pairs = builtin_pairs(12, 3, num_pairs=40, size=32, seed=4)
+    h = hashlib.sha256()
+    for a in (pairs.left, pairs.right, pairs.issame):
+        h.update(np.asarray(a).tobytes())
+    for i in range(0, len(pairs.images), 7):
+        h.update(pairs.images[i].tobytes())
+    assert h.hexdigest() == PINNED_PAIRS, f"builtin_pairs: {bump}"
+
+    proto = builtin_openset(4, 2, images_per_identity=3, size=32, seed=1)
+    h = hashlib.sha256()
+    for source in (proto.gallery, proto.mated, proto.unmated):
+        for i in range(len(source)):
+            h.update(source[i].tobytes())
+    h.update(np.asarray(proto.gallery_ids).tobytes())
+    h.update(np.asarray(proto.mated_ids).tobytes())
+    assert h.hexdigest() == PINNED_OPENSET, f"builtin_openset: {bump}"
+
+
+def test_builtin_stages_are_keyed_by_the_generator_version_not_its_source(monkeypatch):
+    """Moving generator code keeps cached stages; a new version retrains them."""
+    import btnet.pipeline.sources as sources
+    from btnet.pipeline.options import StudyOptions
+
+    source = sources.resolve_source(StudyOptions())
+    before = source.train_params()
+    assert before["generator"] == PINNED_VERSION
+    monkeypatch.setattr(sources, "GENERATOR_VERSION", "next")
+    assert source.train_params() != before

@@ -100,7 +100,7 @@ def test_cli_analyze(tmp_path, capsys):
 
 @pytest.mark.shared_data
 def test_lfw_first_600_pairs_with_fake_encoder(shared_data):
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
     from btnet.evaluation.verification import Setting, evaluate_verification, subset_pairs
 
     ps = open_pair_set(shared_data / "lfw" / "pairs.txt")
@@ -119,3 +119,23 @@ def test_lfw_first_600_pairs_with_fake_encoder(shared_data):
     # LFW pairs.txt is reported the field's way: insightface's protocol by default
     assert by["56&56"].metrics["protocol"] == "insightface"
     assert np.isfinite(by["56&7"].accuracy_std)
+
+
+def test_cli_phi_mm_names_the_same_resolution_baseline_and_phi_r_still_works(
+        tmp_path, stored_models, capsys):
+    pairs = _pair_list(tmp_path)
+    common = ["eval", "verify", "--model", f"phi_mm={stored_models / 'hr'}",
+              "--model", f"btnet={stored_models / 'bt'}", "--set", str(pairs), "--folds", "2",
+              "--settings", "7&7", "--no-progress", "--no-plots", "--batch-size", "8"]
+    gains = {}
+    for flag in ("--phi-mm", "--phi-r"):
+        out = tmp_path / flag.strip("-")
+        assert main([*common, flag, "phi_mm", "--out", str(out)]) == 0
+        d = json.loads((out / "results.json").read_text())["datasets"]["pairs"]
+        gains[flag] = d["gains"]["btnet"]["7&7"]["same_vs_r"]
+        err = capsys.readouterr().err
+        assert ("--phi-r is deprecated, use --phi-mm" in err) == (flag == "--phi-r")
+    assert gains["--phi-mm"] is not None and gains["--phi-mm"] == gains["--phi-r"]
+    assert main([*common, "--phi-mm", "phi_mm", "--phi-r", "phi_mm", "--out",
+                 str(tmp_path / "both")]) == 2
+    assert "give only --phi-mm" in capsys.readouterr().err

@@ -260,7 +260,7 @@ def test_template_runner_conventions():
 
 
 def test_report_names_protocol_and_folds(tmp_path):
-    from btnet.data.verification import export_pairs_to_bin, open_pair_set
+    from btnet.data.pair_sets import export_pairs_to_bin, open_pair_set
     from btnet.evaluation.report import write_verification_report
     from btnet.evaluation.verification import Setting, default_protocol, evaluate_verification
 

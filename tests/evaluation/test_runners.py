@@ -18,7 +18,7 @@ from btnet.evaluation.identification import (
 )
 from btnet.evaluation.interpolation import interpolation_errors
 from btnet.evaluation.metrics_templates import aggregate_templates
-from btnet.evaluation.protocol import ProbeSizeDistribution, build_openset_protocol
+from btnet.evaluation.openset_protocol import ProbeSizeDistribution, build_openset_protocol
 from btnet.evaluation.report import write_identification_report
 from btnet.evaluation.templates import (
     TemplateProtocol,
@@ -96,7 +96,7 @@ def test_protocol_sizes_like_survface_and_deterministic(tmp_path):
 
 def test_protocol_written_and_read_back(tmp_path):
     from btnet.data.openset import open_openset
-    from btnet.evaluation.protocol import make_openset_protocol
+    from btnet.evaluation.openset_protocol import make_openset_protocol
 
     root = _identity_folder(tmp_path / "faces")
     out = make_openset_protocol(root, tmp_path / "proto", n_watchlist=4, seed=1)

@@ -153,3 +153,28 @@ def test_real_data_root_is_keyed_by_its_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     assert RealFacesSource("data").train_params() == RealFacesSource(tmp_path / "data").train_params()
+
+
+def test_stages_a_study_does_not_use_are_refused(capsys):
+    from btnet.cli.main import main
+    from btnet.pipeline.options import StudyOptions
+
+    ok = StudyOptions(study="table1", stages=["trunk_hr", "btnet"])
+    assert ok.wants("btnet") and not ok.wants("mm")
+    assert StudyOptions(study="table1", mr_init="hr", stages=["trunk_hr_ft"]).wants("trunk_hr_ft")
+    with pytest.raises(ValueError, match="does not use stage.*figure7.*its stages: trunk_hr"):
+        StudyOptions(study="table1", stages=["trunk_hr", "figure7"])
+    with pytest.raises(ValueError, match="trunk_hr_ft exists only with mr_init=hr"):
+        StudyOptions(study="table1", mr_init="scratch", stages=["trunk_hr_ft"])
+    with pytest.raises(ValueError, match="does not use stage.*mm"):
+        StudyOptions(study="demo", stages=["mm"])  # the demo trains no phi_mm
+    with pytest.raises(ValueError, match="'table3' always runs all its stages"):
+        StudyOptions(study="table3", stages=["trunk_hr"])
+    with pytest.raises(ValueError, match="empty stage subset"):
+        StudyOptions(study="table1", stages=[])
+
+    assert main(["reproduce", "table4", "--stages", "trunk_mr_v1"]) == 2
+    err = capsys.readouterr().err
+    assert "btnet reproduce: error: study 'table4' always runs all its stages" in err
+    assert main(["reproduce", "table1", "--stages", "trunk_hr,openset"]) == 2
+    assert "does not use stage(s) openset" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_wrong_key_lists_valid_keys(tmp_path):
 def test_builtin_specs_get_training_defaults_the_spec_can_override():
     from btnet.training.recipes import open_training_set
     from btnet.training.specs import with_defaults
-    from btnet.training.verification import builtin_pairs
+    from btnet.training.validation import builtin_pairs
 
     assert with_defaults("builtin", size=28) == "builtin:size=28"
     assert with_defaults("builtin:ids=8", "test", size=28) == "builtin:test,size=28,ids=8"
@@ -102,3 +102,45 @@ def test_sampler_shards_cover_the_global_batch_and_resume():
     assert sum(accum.micro_batches(0, 1), []) == single.micro_batches(0, 1)[0]
     with pytest.raises(ValueError, match="divisible"):
         ResumableBatchSampler(40, 9, world_size=2)
+
+
+def test_eval_sets_alone_verify_at_the_default_setting(tiny):
+    """eval.pairs has a valid default: a config that sets only eval.sets gets a verifier."""
+    from btnet.training.config import config_from_dict
+    from btnet.training.validation import make_verifier
+
+    cfg = config_from_dict(tiny(eval={"sets": ["builtin:ids=4,per_id=2,pairs=8,folds=2"]}))
+    assert cfg.eval.pairs == ["S&S"]
+    assert make_verifier(cfg) is not None  # parses the settings and opens the sets
+    bad = config_from_dict(tiny(eval={"sets": ["builtin:ids=4,per_id=2,pairs=8,folds=2"],
+                                      "pairs": ["S-S"]}))
+    with pytest.raises(ConfigError, match="eval.pairs"):
+        make_verifier(bad)
+
+
+def test_merge_dicts_merges_nested_keys_and_shares_nothing():
+    from btnet.training.config import merge_dicts
+
+    base = {"train": {"epochs": 4, "seed": 0}, "data": {"train": "builtin"}, "tags": [1]}
+    over = {"train": {"epochs": 8}, "model": {"width": 16}}
+    out = merge_dicts(base, over)
+    assert out == {"train": {"epochs": 8, "seed": 0}, "data": {"train": "builtin"},
+                   "tags": [1], "model": {"width": 16}}
+    out["data"]["train"] = "x"
+    out["tags"].append(2)
+    out["model"]["width"] = 8
+    assert base == {"train": {"epochs": 4, "seed": 0}, "data": {"train": "builtin"}, "tags": [1]}
+    assert over == {"train": {"epochs": 8}, "model": {"width": 16}}
+
+
+def test_python_m_btnet_training_is_the_library_without_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, btnet.training.__main__ as m; "
+            "print(sorted(k for k in sys.modules if k.startswith('btnet.cli'))); "
+            "sys.exit(m.main([sys.argv[1]]))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
+    assert res.returncode == 2 and "config file not found" in res.stderr

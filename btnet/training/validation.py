@@ -52,7 +52,7 @@ def open_eval_set(spec: str, size: int) -> PairSet:
 
     if is_builtin_spec(spec):
         return builtin_pairs(spec, size)
-    from btnet.data.verification import open_pair_set
+    from btnet.data.pair_sets import open_pair_set
 
     return open_pair_set(spec)
 
@@ -64,7 +64,10 @@ def make_verifier(cfg: Config) -> Callable | None:
     from btnet.evaluation.verification import evaluate_pairs, parse_settings
 
     canonical = cfg.model.input_size
-    settings = parse_settings(cfg.eval.pairs, canonical)
+    try:
+        settings = parse_settings(cfg.eval.pairs, canonical)
+    except ValueError as e:
+        raise ConfigError(f"eval.pairs {cfg.eval.pairs!r}: {e}") from None
     sets = [open_eval_set(s, canonical) for s in cfg.eval.sets]  # fail before training
 
     def verify(recipe, step: int) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 
 from btnet.data.base import PairSet
 from btnet.data.images import CorruptImageError, FileImageSource, is_image_file, read_image
-from btnet.data.verification import read_lfw_pairs
+from btnet.data.pair_sets import read_lfw_pairs
 
 LFW_CELEBA_PREFIX = "lfw-celeba:"
 
