@@ -9,6 +9,7 @@ from pathlib import Path
 STAGE_NAMES = (
     "trunk_hr", "trunk_hr_ft", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
     "btnet", "btnet_hr_trunk", "table3", "table4", "openset", "figure7",
+    "labelfree", "labelfree_own", "labelfree_mse",
 )
 
 
