@@ -322,15 +322,19 @@ def resolve_model_folder(path: str | Path) -> Path:
     )
 
 
-def load_trunk(cfg: Config) -> tuple[Backbone, dict[str, torch.Tensor] | None, Path]:
+def load_trunk(cfg: Config, dataset=None) -> tuple[Backbone, dict[str, torch.Tensor] | None, Path]:
     """Load ``branch.trunk`` (a model folder, a backbone.pth or an .onnx file) and check it
-    fits the config (before any training)."""
+    fits the config (before any training). ``dataset`` calibrates an ONNX import's folded
+    BatchNorms (see :func:`btnet.training.trunk_source.open_trunk_source`)."""
     from safetensors.torch import load_file
 
-    from btnet.training.trunk_source import is_trunk_file, open_trunk_source
+    from btnet.training.trunk_source import calibration_batches, is_trunk_file, open_trunk_source
 
     file = is_trunk_file(cfg.branch.trunk)  # a file cannot always tell its canonical size
-    source = open_trunk_source(cfg.branch.trunk, cfg.model.input_size if file else None)
+    calibration = None if dataset is None else (
+        lambda: calibration_batches(dataset, cfg.model.input_size, seed=cfg.train.seed))
+    source = open_trunk_source(cfg.branch.trunk, cfg.model.input_size if file else None,
+                               calibration)
     trunk, classifier, folder = source.backbone, source.classifier, source.path
     if cfg.branch.classifier:
         cpath = Path(cfg.branch.classifier)
@@ -355,7 +359,7 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
     Returns ``(trunk, classifier weight or None, trunk folder)``.
     """
     bc = cfg.branch
-    trunk, stored_cls, folder = load_trunk(cfg)
+    trunk, stored_cls, folder = load_trunk(cfg, dataset)
     possible = BTNet(trunk, ()).available_resolutions()
     bad = [r for r in resolutions if r not in possible]
     if bad:

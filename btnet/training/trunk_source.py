@@ -73,12 +73,50 @@ def iresnet_config_from_state(state: dict[str, torch.Tensor],
             "embedding_size": embedding}
 
 
-def open_trunk_source(source: str | Path, input_size: int | None = None) -> TrunkSource:
+def calibration_batches(dataset, canonical: int, count: int = 256, batch_size: int = 64,
+                        seed: int = 0) -> list[torch.Tensor]:
+    """Up to ``count`` training faces at the canonical size, normalised as btnet feeds them
+    ((x - 127.5) / 127.5, N x 3 x S x S), drawn by seed: what an ONNX import's folded
+    BatchNorms are given statistics from before per-resolution copies train."""
+    import numpy as np
+
+    from btnet.data.resolution import FixedSampler, MultiResolutionTransform
+
+    to_s = MultiResolutionTransform(FixedSampler(canonical), canonical)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(dataset))[:count]
+    faces = [to_s(dataset[int(i)][0], rng) for i in order]
+    out = []
+    for start in range(0, len(faces), batch_size):
+        x = torch.from_numpy(np.stack(faces[start:start + batch_size])).permute(0, 3, 1, 2)
+        out.append(x.float().div(127.5).sub(1.0))
+    return out
+
+
+def open_trunk_source(source: str | Path, input_size: int | None = None,
+                      calibration=None) -> TrunkSource:
     """Load a trunk from a model folder, a training output folder, a ``backbone.pth`` or an
-    ``.onnx`` file (``input_size``: the canonical size where the file cannot tell)."""
+    ``.onnx`` file (``input_size``: the canonical size where the file cannot tell).
+
+    ``calibration``: a callable returning batches of faces (:func:`calibration_batches`); an
+    ONNX import's identity BatchNorms (folded by the exporter) get their statistics from them,
+    so that per-resolution BatchNorm copies can train. Where :mod:`btnet.io.trunks` exists
+    (the ONNX importer), every kind of source is opened through it.
+    """
     from btnet.io.model_store import load_model, read_arcface_state
     from btnet.models import backbone_from_config
 
+    try:
+        from btnet.io.trunks import open_trunk
+    except ImportError:
+        open_trunk = None
+    if open_trunk is not None:
+        trunk = open_trunk(source, input_size=input_size)
+        if trunk.kind == "onnx" and calibration is not None:
+            trunk.restore_batchnorm_statistics(calibration(), described_as="training images")
+        kind = {"model": "folder", "arcface-pth": "pth"}.get(trunk.kind, trunk.kind)
+        return TrunkSource(trunk.backbone.eval(), trunk.classifier, Path(trunk.source), kind,
+                           {"trunk_source": trunk.provenance()})
     path = Path(source)
     if path.is_file() and path.suffix in PTH_SUFFIXES:
         state = read_arcface_state(path)
@@ -91,15 +129,8 @@ def open_trunk_source(source: str | Path, input_size: int | None = None) -> Trun
                              f"({str(exc).splitlines()[0]})") from exc
         return TrunkSource(backbone.eval(), None, path, "pth", {"source": str(path)})
     if path.is_file() and path.suffix == ".onnx":
-        try:
-            from btnet.io import open_trunk  # the ONNX importer, where this build has it
-        except ImportError as exc:
-            raise ValueError(f"{path}: this btnet build cannot import ONNX trunks yet "
-                             "(btnet.io.open_trunk is missing)") from exc
-        opened = open_trunk(path)
-        backbone = getattr(opened, "backbone", opened)
-        return TrunkSource(backbone.eval(), None, path, "onnx",
-                           dict(getattr(opened, "meta", {}) or {}))
+        raise ValueError(f"{path}: this btnet build cannot import ONNX trunks "
+                         "(btnet.io.trunks is missing)")
     from btnet.training.recipes import resolve_model_folder
 
     folder = resolve_model_folder(path)
