@@ -601,7 +601,7 @@ def run_labelfree(opts: StudyOptions, echo=print) -> Path:
         if opts.wants(stage_name):
             trunks.append(tname)
     tags = {"phi_hr": "hr", "phi_mr_v1": "mr"}
-    # Priority order: the phi_hr comparison first (its trunk is trained first), then what a
+    # Priority order: the phi_hr comparison first (its trunk is trained first) with what a
     # user's own photos give, then the phi_mr trunk, then the smaller comparisons.
     plan: list[tuple[str, str, str, Callable[[StageResult], StageResult]]] = []
     for tname in trunks:
@@ -614,11 +614,12 @@ def run_labelfree(opts: StudyOptions, echo=print) -> Path:
         if tag == "hr":
             plan.append(("labelfree_own", tname, f"label-free own images on {tname}",
                          lambda t, tag=tag: labelfree(t, f"labelfree_own_{tag}", own_spec)))
+            if unseen is not None:
+                plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
+                             lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}",
+                                                          unseen[0])))
     for tname in trunks:
         tag = tags[tname]
-        if unseen is not None:
-            plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
-                         lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}", unseen[0])))
         if tag == "hr":  # cosine vs MSE, on the smaller own-images set
             plan.append(("labelfree_mse", tname, f"label-free own images (MSE embedding) on {tname}",
                          lambda t, tag=tag: labelfree(t, f"labelfree_own_mse_{tag}", own_spec,
@@ -626,6 +627,10 @@ def run_labelfree(opts: StudyOptions, echo=print) -> Path:
         else:
             plan.append(("labelfree_own", tname, f"label-free own images on {tname}",
                          lambda t, tag=tag: labelfree(t, f"labelfree_own_{tag}", own_spec)))
+            if unseen is not None:
+                plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
+                             lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}",
+                                                          unseen[0])))
     ready: dict[str, StageResult] = {}
 
     def trunk_of(tname: str) -> StageResult:
