@@ -39,7 +39,8 @@ def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error between raw embeddings: direction *and* norm of the teacher's.
 
     The norm carries no identity for a cosine matcher, so this asks more of the branch than
-    recognition needs; it is the alternative :func:`embedding_distillation` was measured against
+    recognition needs; measured against :func:`embedding_distillation` it was still the better
+    term for 7-pixel faces and equal elsewhere, so label-free branches use it by default
     (docs/training.md, "Add branches to a recogniser you already have").
     """
     if student.shape != teacher.shape:

@@ -47,7 +47,7 @@ def branch_add_config(
     max_steps: int = 0,
     batch_size: int = 128,
     lr: float = 0.1,
-    embed_loss: str = "cosine",
+    embed_loss: str = "mse",
     distill_weight: float = 0.5,
     embed_weight: float = 1.0,
     seed: int = 0,

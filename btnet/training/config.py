@@ -118,7 +118,8 @@ class BranchConfig:
     # embedding-level distillation weight; None: 0 under objective bct, 1 under distill
     embed_distill_weight: float | None = None
     objective: str = "bct"  # bct (needs labels) or distill (label-free); see BRANCH_OBJECTIVES
-    embed_loss: str = "cosine"  # embedding term: cosine (1 - cos) or mse (raw embeddings)
+    # embedding term: mse (raw embeddings; measured better at 7 px, docs/training.md) or cosine
+    embed_loss: str = "mse"
     separate_runs: bool = False  # one run per resolution instead of all in one
     coupling_offset: int = 0  # couple k units deeper than the first r x r unit (Figure 7)
 

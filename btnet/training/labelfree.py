@@ -36,7 +36,7 @@ class LabelFreeBranchTask(nn.Module):
     """
 
     def __init__(self, model: BTNet, resolutions: list[int], distill_weight: float,
-                 embed_weight: float, embed_loss: str = "cosine"):
+                 embed_weight: float, embed_loss: str = "mse"):
         super().__init__()
         self.model = model
         self.resolutions = [int(r) for r in resolutions]
