@@ -621,6 +621,12 @@ def run_labelfree(opts: StudyOptions, echo=print) -> Path:
                 plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
                              lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}",
                                                           unseen[0])))
+    for tname in trunks:  # the MSE term (branch add's default) on the full set, after the
+        tag = tags[tname]  # trunk's BCT and cosine rows (phi_hr: after its own-images rows)
+        last = max(i for i, item in enumerate(plan) if item[1] == tname)
+        plan.insert(last + 1, ("labelfree_mse", tname, f"label-free (MSE embedding) on {tname}",
+                               lambda t, tag=tag: labelfree(t, f"labelfree_mse_{tag}",
+                                                            embed_loss="mse")))
     for tname in trunks:
         tag = tags[tname]
         if tag == "hr":  # cosine vs MSE, on the smaller own-images set
@@ -657,6 +663,9 @@ def run_labelfree(opts: StudyOptions, echo=print) -> Path:
     comparisons = []
     for tname in trunks:
         for a, b in ((f"label-free on {tname}", f"BCT on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", f"BCT on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", f"label-free on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", tname),
                      (f"label-free on {tname}", tname), (f"BCT on {tname}", tname),
                      (f"label-free own images on {tname}", f"label-free on {tname}"),
                      (f"label-free unseen people on {tname}", f"label-free on {tname}"),
