@@ -47,10 +47,13 @@ def _flat_folder(root: Path, n: int = 8, size: int = 28) -> Path:
 
 
 def test_labelfree_loss_falls_and_trunk_stays_fixed(tmp_path, tiny, tiny_trunk):
+    # Cosine term: the tiny trunk has trained 3 steps and its raw embeddings are ~1e4 in size,
+    # so the MSE term starts near 1e8 and does not fall within a test's steps (on the trained
+    # trunks of docs/results.md it starts near 1 and falls; docs/training.md notes the scale).
     cfg = tiny(recipe="branch", data={"train": "builtin:ids=8,per_id=4,seed=3"},
                optim={"lr": 0.02}, train={"max_steps": 24, "log_every": 6, "ckpt_every": 0},
                branch={"trunk": str(tiny_trunk.output_dir), "resolutions": [7, 14],
-                       "objective": "distill"})
+                       "objective": "distill", "embed_loss": "cosine"})
     res = train(cfg, output_dir=tmp_path / "lf")
     recs = _records(res.output_dir)
     losses = [r["loss"] for r in recs]
