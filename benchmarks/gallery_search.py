@@ -20,12 +20,11 @@ import time
 import numpy as np
 
 from btnet.deployment.search import faiss_available, topk_faiss, topk_numpy
+from btnet.inference.encoding import l2_normalize
 
 
 def _unit(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    x = rng.standard_normal((n, d), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+    return l2_normalize(rng.standard_normal((n, d), dtype=np.float32))
 
 
 def _best(fn, repeat: int) -> tuple[float, tuple]:

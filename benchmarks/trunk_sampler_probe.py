@@ -62,7 +62,7 @@ def evaluate(model, pairs, images) -> dict[str, float]:
     out = {}
     for p, q in settings:
         scores = (feats[p][pairs.left] * feats[q][pairs.right]).sum(1)
-        out[f"{p}&{q}"] = round(100 * kfold_accuracy(scores, pairs.issame).mean, 2)
+        out[f"{p}&{q}"] = round(100 * kfold_accuracy(scores, pairs.issame, protocol="exact").mean, 2)
     return out
 
 

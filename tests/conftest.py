@@ -19,3 +19,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "lfw").is_dir():
         pytest.skip(f"real face data not found at {SHARED_DATA} (only present in the team's CI)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that asks for ``shared_data`` carries the ``shared_data`` marker.
+
+    The tests declare it themselves; this also marks one that forgets, so that
+    ``-m "not shared_data"`` always leaves out every test needing ``../shared/data``.
+    """
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("shared_data") is None:
+            item.add_marker(pytest.mark.shared_data)

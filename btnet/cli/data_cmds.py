@@ -91,13 +91,24 @@ def _run_export_bin(args: argparse.Namespace) -> int:
 def _add_reindex(dsub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("reindex", help="rebuild a missing or damaged .idx by scanning the .rec")
     p.add_argument("rec", help="path to the .rec file")
+    p.add_argument("--salvage", action="store_true",
+                   help="index the intact records before a damaged or truncated part of the "
+                   ".rec instead of refusing")
     p.set_defaults(func=_run_reindex)
 
 
 def _run_reindex(args: argparse.Namespace) -> int:
     from btnet.data.recordio import rebuild_index
 
-    print(f"wrote {rebuild_index(args.rec)}")
+    res = rebuild_index(args.rec, salvage=args.salvage)
+    print(f"wrote {res.idx_path} ({res.records} records)")
+    if res.stopped:
+        print(f"salvaged the records before the damage; the rest is lost: {res.stopped}",
+              file=sys.stderr)
+        if res.dropped_meta:
+            print("the identity records were lost too: the index leaves out the meta record "
+                  "(key 0), so each image's label is read from its own header", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,29 +13,27 @@ from pathlib import Path
 
 def _open(spec: str, rule: str | None = None):
     """Open an encoder; ``rule`` (``IND/ALLOC``, e.g. ``min/floor``) overrides its routing."""
-    from btnet.deployment.embed import open_encoder
+    from btnet.inference import load_encoder
 
-    loaded = open_encoder(spec)
+    encoder = load_encoder(spec)
     if rule:
         from btnet.models import BranchSelector
 
-        enc = loaded.encoder
-        paths = getattr(enc, "paths", None) or getattr(getattr(enc, "model", None), "paths", None)
-        if not paths:
+        if not hasattr(encoder, "with_selector") or len(encoder.paths) < 2:
             raise ValueError(f"{spec}: --selector needs a BTNet (a plain model has one path)")
         ind, _, alloc = rule.partition("/")
-        loaded = open_encoder(spec, selector=BranchSelector.from_rule(paths, ind, alloc or "near"))
-    return loaded
+        encoder = encoder.with_selector(BranchSelector.from_rule(encoder.paths, ind, alloc or "near"))
+    return encoder
 
 
-def _embed_inputs(loaded, inputs, args):
+def _embed_inputs(encoder, inputs, args):
     from btnet.deployment.embed import collect_images, embed_files
 
     files = collect_images(inputs)
     if not files:
         raise ValueError("no images found in the given inputs")
     res = embed_files(
-        loaded, files, batch_size=args.batch_size, flip=args.flip,
+        encoder, files, batch_size=args.batch_size, flip=args.flip,
         skip_errors=args.skip_errors, progress=not args.quiet,
     )
     for f, why in res.failed:
@@ -46,16 +44,16 @@ def _embed_inputs(loaded, inputs, args):
 def cmd_embed(args: argparse.Namespace) -> int:
     from btnet.deployment.embed import write_embeddings
 
-    loaded = _open(args.model, args.selector)
-    res = _embed_inputs(loaded, args.inputs, args)
+    encoder = _open(args.model, args.selector)
+    res = _embed_inputs(encoder, args.inputs, args)
     out, index = write_embeddings(
-        args.output, res, fingerprint=loaded.fingerprint, index_format=args.index_format
+        args.output, res, fingerprint=encoder.fingerprint, index_format=args.index_format
     )
     counts: dict[str, int] = {}
     for i in range(len(res.files)):
         counts[res.branch_name(i)] = counts.get(res.branch_name(i), 0) + 1
     routed = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    print(f"{len(res.files)} embeddings ({loaded.backend}) -> {out}, index {index}; {routed}")
+    print(f"{len(res.files)} embeddings ({encoder.backend}) -> {out}, index {index}; {routed}")
     return 0 if not res.failed else 1
 
 
@@ -68,6 +66,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         diff = e["max_abs_diff_vs_torch"]
         d = f", max |onnx - torch| = {diff:.1e}" if diff is not None else ""
         print(f"path {e['resolution']:>4} ({e['kind']}) -> {e['file']}{d}")
+    shared = data.get("shared_weights")
+    if shared:
+        size = sum(t["length"] for t in shared["tensors"].values()) / 2**20
+        print(f"trunk weights stored once: {shared['file']} ({size:.1f} MiB, shared by every path)")
     print("routing: " + "; ".join(data["selector"]["rules"]))
     print(f"manifest: {manifest}")
     return 0
@@ -85,38 +87,72 @@ def _gallery_model(args, gallery_dir: str) -> str:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from btnet.deployment.embed import collect_images, embed_files
     from btnet.deployment.gallery import Gallery
 
-    if not args.model and not (Path(args.gallery) / "gallery.json").exists():
-        raise ValueError("a new gallery needs --model")
-    loaded = _open(_gallery_model(args, args.gallery))
+    folder = Path(args.gallery)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a gallery folder: give a folder (new or "
+                         "holding gallery.json)")
+    if not args.model and not (folder / "gallery.json").exists():
+        raise ValueError(f"{folder}: a new gallery needs --model")
+    if args.chunk < 0:
+        raise ValueError(f"--chunk must be >= 0, got {args.chunk}")
+    encoder = _open(_gallery_model(args, args.gallery))
     # Check the gallery before spending time on embedding.
     gallery = Gallery.open_or_create(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size,
-        model=loaded.source if loaded.source.startswith("mm:") else str(Path(loaded.source).resolve()),
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size,
+        model=encoder.source if encoder.source.startswith("mm:") else str(Path(encoder.source).resolve()),
     )
-    res = _embed_inputs(loaded, args.inputs, args)
-    if not res.files:
+    files = collect_images(args.inputs)
+    if not files:
+        raise ValueError("no images found in the given inputs")
+    if args.resume:
+        done = {str(Path(f).resolve()) for f in gallery.files if f}
+        todo = [f for f in files if str(Path(f).resolve()) not in done]
+        print(f"resume: {len(files) - len(todo)} of {len(files)} images already enrolled")
+        files = todo
+        if not files:
+            print(f"nothing left to enrol; gallery {len(gallery)} faces")
+            return 0
+    chunk = args.chunk or len(files)
+    enrolled: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(files), chunk):
+        res = embed_files(encoder, files[start : start + chunk], batch_size=args.batch_size,
+                          flip=args.flip, skip_errors=args.skip_errors, progress=not args.quiet)
+        for f, why in res.failed:
+            print(f"skipped {f}: {why}", file=sys.stderr)
+        failed += res.failed
+        if not res.files:
+            continue
+        labels = [args.label or Path(f).parent.name for f in res.files]
+        # Each chunk is committed on its own: a killed run keeps what was done (--resume).
+        shard = gallery.append(
+            res.embeddings, labels, source_sizes=res.sizes, paths=res.paths, files=res.files
+        )
+        enrolled += labels
+        if len(files) > chunk:
+            print(f"committed {start + len(res.files) + len(res.failed)}/{len(files)} images "
+                  f"({shard})")
+    if not enrolled:
         raise ValueError("no image could be read; nothing enrolled")
-    labels = [args.label or Path(f).parent.name for f in res.files]
-    shard = gallery.append(
-        res.embeddings, labels, source_sizes=res.sizes, paths=res.paths, files=res.files
-    )
     print(
-        f"enrolled {len(labels)} faces of {len(set(labels))} identities into {args.gallery} "
-        f"({shard}); gallery now {len(gallery)} faces, {len(gallery.identities())} identities"
+        f"enrolled {len(enrolled)} faces of {len(set(enrolled))} identities into {args.gallery} "
+        f"({len(gallery.manifest['shards'])} shards); gallery now {len(gallery)} faces, "
+        f"{len(gallery.identities())} identities"
     )
-    return 0 if not res.failed else 1
+    return 0 if not failed else 1
 
 
 def _open_gallery_and_embed(args):
     from btnet.deployment.gallery import Gallery
 
-    loaded = _open(_gallery_model(args, args.gallery))
+    encoder = _open(_gallery_model(args, args.gallery))
     gallery = Gallery.open(
-        args.gallery, fingerprint=loaded.fingerprint, embedding_size=loaded.embedding_size
+        args.gallery, fingerprint=encoder.fingerprint, embedding_size=encoder.embedding_size
     )
-    res = _embed_inputs(loaded, args.inputs, args)
+    res = _embed_inputs(encoder, args.inputs, args)
     return gallery, res
 
 
@@ -183,18 +219,38 @@ def cmd_info(args: argparse.Namespace) -> int:
     if cal:
         print(f"calibration: {cal['rows']} unmated probes, target FPIR {cal['target_fpir']:g}, "
               f"threshold now {g.threshold():.4f}")
+    quarantined = sorted(p.name for p in (Path(args.gallery) / "quarantine").glob("*"))
+    if quarantined:
+        print(f"note: {len(quarantined)} damaged file(s) left out by `gallery recover` are in "
+              f"{Path(args.gallery) / 'quarantine'} ({', '.join(quarantined[:5])}); their "
+              "faces are not searched: re-enrol them (`gallery enroll ... --resume` adds "
+              "exactly the images the gallery lacks)", file=sys.stderr)
     return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from btnet.deployment.gallery import recover_manifest
 
-    rows, skipped = recover_manifest(args.gallery)
-    print(f"rebuilt {args.gallery}/gallery.json: {rows} faces")
-    for s in skipped:
-        print(f"left out unreadable or foreign shard {s}", file=sys.stderr)
-    print("note: calibration and the model path must be set again (calibrate; --model)")
-    return 0
+    rec = recover_manifest(args.gallery, trust_unverified=args.trust_unverified)
+    for name in rec.removed_tmp:
+        print(f"removed stale temporary file {name}")
+    for where, why in rec.quarantined:
+        print(f"quarantined {where}: {why}", file=sys.stderr)
+    for name in rec.missing:
+        print(f"left out {name}: listed in the manifest but missing", file=sys.stderr)
+    for name in rec.ignored:
+        why = ("never committed (not in the manifest)" if rec.had_manifest
+               else "cannot be verified or belongs to another model")
+        print(f"left out {name}: {why}", file=sys.stderr)
+    if not rec.changed:
+        print(f"{args.gallery}: healthy ({rec.rows} faces in {len(rec.kept)} shards, checksums "
+              "ok); nothing changed")
+        return 0
+    print(f"rebuilt {args.gallery}/gallery.json: {rec.rows} faces in {len(rec.kept)} shards"
+          + (f" (previous manifest kept as {rec.backup})" if rec.backup else ""))
+    print(f"model: {rec.model or 'not recorded (pass --model to enroll/search)'}; "
+          f"calibration: {rec.calibration}")
+    return 1 if rec.quarantined or rec.missing else 0
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -237,7 +293,8 @@ def _gallery_options(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's sub-commands to ``btnet``."""
     p = sub.add_parser("embed", help="embed face images of any size (one shared space)")
-    p.add_argument("model", help="stored model folder, ONNX export folder or encoder spec")
+    p.add_argument("model", help="stored model or run folder, ONNX export folder, arcface_torch "
+                   "backbone.pth or encoder spec (NAME=..., mm:7=DIR,...)")
     p.add_argument("inputs", nargs="+", help="images, folders or list files (.txt)")
     p.add_argument("-o", "--output", required=True, help="embeddings file (.npy or .safetensors)")
     p.add_argument("--index-format", default="csv", choices=("csv", "json"))
@@ -247,7 +304,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ex = sub.add_parser("export", help="export a stored model for deployment")
     exs = ex.add_subparsers(dest="export_format", metavar="FORMAT")
-    p = exs.add_parser("onnx", help="one ONNX graph per path plus a manifest")
+    p = exs.add_parser("onnx", help="one ONNX graph per path (trunk weights stored once) + manifest")
     p.add_argument("model", help="stored model folder")
     p.add_argument("out_dir")
     p.add_argument("--opset", type=int, default=17)
@@ -259,6 +316,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gas.add_parser("enroll", help="enrol faces (label: --label or each image's folder name)")
     _gallery_options(p)
     p.add_argument("--label", help="identity of all given images")
+    p.add_argument("--chunk", type=int, default=1000,
+                   help="commit a shard every N images, so an interrupted run keeps what it "
+                   "enrolled (default 1000; 0: one shard for all)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images already enrolled in this gallery (same path): continues "
+                   "an interrupted enrolment")
     p.set_defaults(func=cmd_enroll)
     p = gas.add_parser("search", help="top-k identities (or images) for each probe")
     _gallery_options(p)
@@ -273,8 +336,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gas.add_parser("info", help="summary of a gallery (verifies every file)")
     p.add_argument("gallery")
     p.set_defaults(func=cmd_info)
-    p = gas.add_parser("recover", help="rebuild a damaged gallery.json from its shards")
+    p = gas.add_parser("recover", help="repair a gallery: quarantine damaged shards, rebuild "
+                       "gallery.json from the ones that verify")
     p.add_argument("gallery")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="without a manifest, also take shards written before shards carried "
+                   "their own checksum (their rows must still be finite unit vectors)")
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("identify", help="open-set 1:N: who is this, or unknown")

@@ -45,6 +45,10 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import verify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return verify_with_quality(args)
     from btnet.data.degradation import parse_degradation
     from btnet.data.verification import open_pair_set
     from btnet.evaluation.gains import GainBaselines
@@ -69,7 +73,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         results += evaluate_verification(
             [enc], sets, settings, canonical, n_folds=args.folds, far_targets=args.far,
             flip=args.flip, batch_size=args.batch_size, progress=not args.no_progress,
-            degradation=deg, seed=args.seed)
+            degradation=deg, seed=args.seed,
+            protocol=None if args.protocol == "auto" else args.protocol)
         del enc
     mm = args.phi_r
     if mm and "=" in mm:
@@ -86,6 +91,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    from btnet.cli.quality_cmds import identify_with_quality, wants_quality_path
+
+    if wants_quality_path(args):
+        return identify_with_quality(args)
     from btnet.data.openset import open_openset
     from btnet.evaluation.identification import (
         STRATEGIES,
@@ -137,22 +146,35 @@ def cmd_templates(args: argparse.Namespace) -> int:
                 enc, proto, far_targets=args.far, rank=args.rank, fpir_targets=args.fpir,
                 use_weights=not args.no_weights, resolution=r,
                 canonical=int(getattr(enc, "canonical", 112)), batch_size=args.batch_size,
-                flip=args.flip, progress=not args.no_progress))
+                flip=args.flip, progress=not args.no_progress, convention=args.convention))
         del enc
     args.out.mkdir(parents=True, exist_ok=True)
     write_json({"results": results}, args.out / "results.json")
-    lines = ["| model | r | " + " | ".join(f"TAR@FAR={f:g}" for f in args.far) + " |",
-             "|---|---|" + "---:|" * len(args.far)]
-    for res in results:
-        tars = res.get("verification", {}).get("tar_at_far", {})
-        lines.append(f"| {res['model']} | {res['resolution'] or 'native'} | "
-                     + " | ".join(f"{100 * tars[f'{f:g}']:.2f}" if f"{f:g}" in tars else "–"
-                                  for f in args.far) + " |")
+    lines = template_report_lines(results, args.far, args.convention)
     (args.out / "report.md").write_text("# Template verification (1:1)\n\n" + "\n".join(lines)
                                         + "\n")
     print("\n".join(lines))
     print(f"wrote {args.out}")
     return 0
+
+
+def template_report_lines(results: list[dict], fars: list[float], convention: str) -> list[str]:
+    """The 1:1 table of ``eval templates``, headed by the convention it was computed under."""
+    from btnet.evaluation.metrics_templates import CONVENTION_DESCRIPTIONS
+
+    if convention == "insightface":
+        key, head = "tpr_at_nearest_fpr", "TPR@FPR≈{} (insightface)"
+    else:
+        key, head = "tar_at_far", "TAR@FAR≤{} (NIST)"
+    lines = [f"Convention {convention}: {CONVENTION_DESCRIPTIONS[convention]}. In %.", "",
+             "| model | r | " + " | ".join(head.format(f"{f:g}") for f in fars) + " |",
+             "|---|---|" + "---:|" * len(fars)]
+    for res in results:
+        vals = res.get("verification", {}).get(key, {})
+        lines.append(f"| {res['model']} | {res['resolution'] or 'native'} | "
+                     + " | ".join(f"{100 * vals[f'{f:g}']:.2f}" if f"{f:g}" in vals else "–"
+                                  for f in fars) + " |")
+    return lines
 
 
 # --------------------------------------------------------------------------- protocol openset
@@ -243,6 +265,8 @@ def cmd_plot_verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``protocol`` and ``analyze`` groups to ``btnet``."""
+    from btnet.cli.quality_cmds import add_effective_options
+
     ev = sub.add_parser("eval", help="evaluate models: verification, 1:N, templates")
     evs = ev.add_subparsers(dest="eval_command", metavar="TASK", required=True)
 
@@ -254,9 +278,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="e.g. 'S&7,S&14,7&7' (S = canonical size); default: Table 1's seven")
     p.add_argument("--canonical", type=int, default=None,
                    help="canonical size S (default: the first model's)")
-    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--folds", type=int, default=10,
+                   help="contiguous folds of the k-fold accuracy (1: threshold chosen and "
+                        "scored on every pair, as insightface's LFold(1))")
+    p.add_argument("--protocol", choices=("auto", "insightface", "exact"), default="auto",
+                   help="k-fold accuracy rule: 'insightface' = eval/verification.py exactly "
+                        "(squared L2 distance, grid np.arange(0, 4, 0.01), first best "
+                        "threshold), the numbers papers report; 'exact' = a threshold between "
+                        "every two scores; 'auto' (default): insightface for .bin and LFW "
+                        "pairs.txt, exact for other pair lists. The report names it")
     p.add_argument("--far", type=_floats, default=[1e-4, 1e-3, 1e-2, 1e-1],
-                   help="FARs for TAR@FAR, e.g. '1e-3,1e-2'")
+                   help="FARs for TAR@FAR (exact, over the whole set), e.g. '1e-3,1e-2'; "
+                        "insightface's VAL@FAR=1e-3 is reported beside it")
     p.add_argument("--degradation", default=None,
                    help="surveillance degradation of the low-resolution images (e.g. "
                         "'surveillance'); default none")
@@ -267,6 +300,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phi-r", default=None,
                    help="phi_r baseline for same-resolution gains: a name (phi_mm) or "
                         "'7=NAME,14=NAME,...'")
+    add_effective_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = evs.add_parser("identify", help="open-set 1:N identification (SurvFace / generic)")
@@ -279,6 +313,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-identity mean feature (SurvFace reference) or every image")
     p.add_argument("--strategies", default=None,
                    help="'all' (Table 2's nine) or e.g. 'min/near,max/ceil'; BTNet models only")
+    add_effective_options(p)
     p.set_defaults(func=cmd_identify)
 
     p = evs.add_parser("templates", help="IJB-C style template 1:1 and 1:N")
@@ -291,6 +326,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=20)
     p.add_argument("--fpir", type=_floats, default=[0.3, 0.2, 0.1, 0.01])
     p.add_argument("--no-weights", action="store_true", help="ignore detector-score weights")
+    p.add_argument("--convention", choices=("nist", "insightface"), default="nist",
+                   help="'nist' (default): unit-length features, TAR at FAR <= f; "
+                        "'insightface': features keep their norms (use_norm_score), TPR at "
+                        "the nearest FPR, as eval_ijbc.py. The report names it")
     p.set_defaults(func=cmd_templates)
 
     pr = sub.add_parser("protocol", help="build evaluation protocols from your data")

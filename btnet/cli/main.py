@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from btnet import __version__
@@ -22,6 +23,7 @@ COMMAND_MODULES = (
     "btnet.cli.deploy_cmds",
     "btnet.cli.data_cmds",
     "btnet.cli.model_cmds",
+    "btnet.cli.quality_cmds",
 )
 
 
@@ -39,12 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    from btnet.cli.examples import attach_examples
+
+    attach_examples(parser)
     return parser
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``btnet ... | head``): stop quietly, as a killed-by-SIGPIPE tool."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the final flush must not raise again
+    except (OSError, ValueError):  # pragma: no cover - stdout without a descriptor
+        pass
+    return 141
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # --help can meet a closed pipe too
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -54,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError, KeyError) as exc:
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (UserError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError, PermissionError, ValueError, KeyError) as exc:
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -41,7 +41,9 @@ class PairSet:
     """A 1:1 verification set: pair k compares ``images[left[k]]`` with ``images[right[k]]``.
 
     Pairs keep their file order, because the insightface protocol splits them into contiguous
-    folds.
+    folds. ``source_format`` says what the pairs were read from (``"bin"``, ``"lfw-pairs"``,
+    ``"pair-list"``; empty for sets built in code): the evaluation picks its default accuracy
+    protocol from it.
     """
 
     name: str
@@ -49,6 +51,7 @@ class PairSet:
     left: np.ndarray
     right: np.ndarray
     issame: np.ndarray
+    source_format: str = ""
 
     def __post_init__(self) -> None:
         self.left = np.asarray(self.left, dtype=np.int64)

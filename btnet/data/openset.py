@@ -27,7 +27,7 @@ import numpy as np
 
 from btnet.data.base import OpenSetProtocol
 from btnet.data.images import FileImageSource, encode_image, is_image_file
-from btnet.data.text_lists import list_rows
+from btnet.data.text_lists import list_rows, tab_hint
 
 SURVFACE_DIR = "Face_Identification_Test_Set"
 LIST_FILES = ("gallery.txt", "mated.txt", "unmated.txt")
@@ -149,7 +149,8 @@ def _parse_list(path: Path, need_id: bool) -> tuple[list[str], list[str | None]]
             ids.append(None)
         else:
             form = "path identity" if need_id else "path [identity]"
-            raise ValueError(f"{path}:{lineno}: expected '{form}', got {line!r}")
+            raise ValueError(f"{path}:{lineno}: expected '{form}', got {line!r}"
+                             f"{tab_hint(line, toks, 2)}")
     return paths, ids
 
 

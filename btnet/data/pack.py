@@ -52,8 +52,38 @@ def write_insightface_rec(
     items: Iterable[tuple[int, bytes, tuple[int, int]]],
     num_classes: int,
 ) -> PackResult:
-    """Write ``(label, encoded image, (h, w))`` items, sorted by label, in insightface layout."""
-    writer = RecordWriter(prefix)
+    """Write ``(label, encoded image, (h, w))`` items, sorted by label, in insightface layout.
+
+    Everything is written to temporary files beside the targets and moved into place only when
+    the whole pack succeeded: a failure (a corrupt image, a full disk, Ctrl-C) leaves an earlier
+    pack at the same prefix untouched and no partial ``.rec`` behind.
+    """
+    final = RecordWriter.paths_for(prefix)
+    tmp_prefix = final[0].with_name(f".{final[0].stem}.partial-{os.getpid()}")
+    writer = RecordWriter(tmp_prefix)
+    tmp_prop = tmp_prefix.with_name(tmp_prefix.name + ".property")
+    try:
+        result = _write_records(writer, items, num_classes, tmp_prop)
+        for tmp, target in ((writer.rec_path, final[0]), (writer.idx_path, final[1]),
+                            (tmp_prop, final[0].parent / "property")):
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+    finally:
+        writer.close()
+        for tmp in (writer.rec_path, writer.idx_path, tmp_prop):
+            tmp.unlink(missing_ok=True)
+    result.rec_path, result.idx_path = final
+    result.property_path = final[0].parent / "property"
+    return result
+
+
+def _write_records(
+    writer: RecordWriter,
+    items: Iterable[tuple[int, bytes, tuple[int, int]]],
+    num_classes: int,
+    prop: Path,
+) -> PackResult:
     rec_path, idx_path = writer.rec_path, writer.idx_path
     meta_placeholder = pack_payload(RecordHeader(2, 0.0, 0, 0, np.zeros(2, np.float32)))
     sizes: Counter = Counter()
@@ -93,7 +123,6 @@ def write_insightface_rec(
     if len(sizes) > 1:
         log.warning("%s: images have %d different sizes; property records the most common %s",
                     rec_path, len(sizes), size)
-    prop = rec_path.parent / "property"
     h, w = size if size else (0, 0)
     write_property(prop, num_classes, h, w)
     return PackResult(rec_path, idx_path, prop, int(counts.sum()), num_classes, size)

@@ -239,6 +239,14 @@ def read_index(idx_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     offsets: list[int] = []
     with open(idx_path, encoding="ascii", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
+            if not line.endswith("\n") and line.strip():
+                # Every writer ends each line with a newline: this one was cut off mid-write,
+                # so its offset may be cut short too and point into the middle of a record.
+                raise RecordIOError(
+                    f"{idx_path}:{lineno}: last line {line!r} is incomplete (no newline; the "
+                    f"index was cut off while being written): rebuild it with "
+                    f"`btnet data reindex {idx_path.with_suffix('.rec')}`"
+                )
             parts = line.split()
             if not parts:
                 continue
@@ -313,6 +321,34 @@ class RecordFile:
     def __contains__(self, key: int) -> bool:
         return int(key) in self._offset_of
 
+    def check_covers_file(self) -> None:
+        """Raise unless the last indexed record ends where the ``.rec`` ends.
+
+        An index cut short (or one of an earlier, shorter file) would otherwise silently drop
+        every record after its last line; one read of one record tells.
+        """
+        if not len(self.keys):
+            return
+        i = int(np.argmax(self.offsets))
+        key, offset = int(self.keys[i]), int(self.offsets[i])
+        _, end = read_framed(self._handle(), offset, self.source(key))
+        if end >= self.file_size:
+            return
+        try:
+            payload, _ = read_framed(self._handle(), end, f"{self.rec_path} after key {key}")
+            _, image = unpack_payload(payload, f"{self.rec_path} after key {key}")
+        except RecordIOError as exc:  # a damaged tail no index can use (a salvaged file)
+            log.warning("%s: the %d bytes after the last indexed record are unreadable (%s)",
+                        self.rec_path, self.file_size - end, exc)
+            return
+        if not image:  # identity records a salvaged index left out on purpose, no image
+            return
+        raise RecordIOError(
+            f"{self.idx_path}: its last record (key {key}) ends at byte {end} but "
+            f"{self.rec_path} holds more records after it: the index is truncated or "
+            f"stale; rebuild it with `btnet data reindex {self.rec_path}`"
+        )
+
     def source(self, key: int) -> str:
         return f"{self.rec_path} key {key}"
 
@@ -362,41 +398,87 @@ def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
         os.close(fd)
 
 
-def rebuild_index(rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> Path:
-    """Write a ``.idx`` for a ``.rec`` by scanning it.
+@dataclass
+class Reindexed:
+    """What :func:`rebuild_index` wrote; ``stopped`` says where a salvage gave up, and why."""
+
+    idx_path: Path
+    records: int
+    stopped: str | None = None
+    dropped_meta: bool = False
+
+
+def rebuild_index(
+    rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None, *, salvage: bool = False
+) -> Reindexed:
+    """Write a ``.idx`` for a ``.rec`` by scanning it (atomically: the old index stays on error).
 
     Keys are the records' header ``id`` fields when those are unique (insightface and im2rec
-    write the key there), otherwise the running record number.
+    write the key there), otherwise the running record number. A damaged or truncated ``.rec``
+    raises, naming the byte; with ``salvage`` the records before the damage are indexed. If the
+    damage took identity records of the insightface layout with it, the meta record (key 0) and
+    the surviving identity records are left out of the index, so readers take each image's
+    label from its own header.
     """
+    from btnet.io.atomic import atomic_write_text
+
     rec_path = resolve_paths(rec_path)[0]
     idx_path = Path(idx_path) if idx_path is not None else rec_path.with_suffix(".idx")
+    if rec_path.stat().st_size == 0:
+        raise RecordIOError(f"{rec_path} is empty (0 bytes): nothing to index")
     offsets: list[int] = []
     ids: list[int] = []
-    for n, (offset, payload) in enumerate(iter_records(rec_path)):
+    metas: list[RecordHeader | None] = []
+    stopped = None
+    records = iter_records(rec_path)
+    while True:
+        try:
+            offset, payload = next(records)
+        except StopIteration:
+            break
+        except RecordIOError as exc:
+            if not salvage or not offsets:
+                hint = (f"; `btnet data reindex {rec_path} --salvage` indexes the "
+                        f"{len(offsets)} intact records before it") if offsets and not salvage else ""
+                raise RecordIOError(f"{exc}{hint}") from None
+            stopped = str(exc)
+            break
         offsets.append(offset)
         try:
-            ids.append(unpack_payload(payload, f"{rec_path} record #{n}")[0].id)
+            header = unpack_payload(payload, f"{rec_path} record #{len(ids)}")[0]
+            ids.append(header.id)
+            metas.append(header)
         except RecordIOError:
             ids.append(-1)
+            metas.append(None)
     keys = ids if len(set(ids)) == len(ids) and min(ids, default=0) >= 0 else list(range(len(offsets)))
-    tmp = idx_path.with_name(idx_path.name + ".tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        for k, o in zip(keys, offsets):
-            f.write(f"{k}\t{o}\n")
-    os.replace(tmp, idx_path)
-    return idx_path
+    dropped_meta = False
+    first = metas[0] if metas else None
+    if stopped and keys[0] == 0 and first is not None and first.flag >= 2 and first.labels is not None:
+        a, b = int(first.labels[0]), int(first.labels[1])
+        if not set(range(1, b)) <= set(keys):
+            # keep image records only: identity records without the meta would read as images
+            kept = [(k, o) for k, o in zip(keys[1:], offsets[1:]) if k < a]
+            keys, offsets = [k for k, _ in kept], [o for _, o in kept]
+            dropped_meta = True
+    atomic_write_text(idx_path, "".join(f"{k}\t{o}\n" for k, o in zip(keys, offsets)))
+    return Reindexed(idx_path, len(keys), stopped, dropped_meta)
 
 
 class RecordWriter:
     """Append records to ``prefix.rec`` and their offsets to ``prefix.idx``."""
 
-    def __init__(self, prefix: str | os.PathLike):
+    @staticmethod
+    def paths_for(prefix: str | os.PathLike) -> tuple[Path, Path]:
+        """(``prefix.rec``, ``prefix.idx``); a prefix ending in .rec or .idx is accepted."""
         prefix = Path(prefix)
         if prefix.suffix in (".rec", ".idx"):
             prefix = prefix.with_suffix("")
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        self.rec_path = prefix.with_name(prefix.name + ".rec")
-        self.idx_path = prefix.with_name(prefix.name + ".idx")
+        return prefix.with_name(prefix.name + ".rec"), prefix.with_name(prefix.name + ".idx")
+
+    def __init__(self, prefix: str | os.PathLike):
+        self.rec_path, self.idx_path = self.paths_for(prefix)
+        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
         self._rec = open(self.rec_path, "wb")
         self._idx = open(self.idx_path, "w", encoding="ascii")
         self._keys: set[int] = set()
@@ -485,7 +567,10 @@ class RecordDataset:
         f = self.file
         if len(f) == 0:
             raise RecordIOError(f"{f.rec_path}: the index {f.idx_path} lists no records")
+        f.check_covers_file()
         meta = None
+        if 0 not in f and 0 not in f.offsets:
+            self._refuse_unindexed_meta()
         if 0 in f:
             h, img = f.read(0)
             if h.flag >= 2 and h.labels is not None and len(img) == 0:
@@ -499,11 +584,12 @@ class RecordDataset:
         if a < 1:
             raise RecordIOError(f"{f.rec_path}: meta record (key 0) has invalid range ({a}, {b})")
         img_keys = np.arange(1, a, dtype=np.int64)
-        missing = [int(k) for k in img_keys[:1000] if int(k) not in f]
-        if missing:
+        missing = img_keys[~np.isin(img_keys, f.keys)]
+        if len(missing):
             raise RecordIOError(
-                f"{f.rec_path}: meta record says images are keys 1..{a - 1} but key "
-                f"{missing[0]} is not in {f.idx_path}"
+                f"{f.rec_path}: meta record (key 0) says images are keys 1..{a - 1} but "
+                f"{len(missing)} of them, from key {int(missing[0])}, are not in {f.idx_path} "
+                f"(a truncated index? rebuild it with `btnet data reindex {f.rec_path}`)"
             )
         labels = np.full(len(img_keys), np.nan)
         id_keys = [k for k in range(a, b) if k in f]
@@ -524,6 +610,23 @@ class RecordDataset:
         else:
             labels = np.array([f.read_header(int(k)).class_label for k in img_keys], dtype=np.float64)
         return img_keys, labels
+
+    def _refuse_unindexed_meta(self) -> None:
+        """An index that lost key 0 of an insightface ``.rec`` would make its identity records
+        read as images with their key ranges as labels; say so instead."""
+        f = self.file
+        try:
+            payload, _ = read_framed(f._handle(), 0, f"{f.rec_path} byte 0")
+            h, img = unpack_payload(payload, f"{f.rec_path} byte 0")
+        except RecordIOError:
+            return
+        if h.flag >= 2 and h.labels is not None and len(img) == 0 and (
+                f.keys >= int(h.labels[0])).any():
+            raise RecordIOError(
+                f"{f.idx_path}: lacks key 0, the meta (header) record at byte 0 of the "
+                f"insightface file {f.rec_path}; without it identity records would read as "
+                f"images: rebuild the index with `btnet data reindex {f.rec_path}`"
+            )
 
     def _dense_labels(self, raw: np.ndarray) -> tuple[np.ndarray, int, np.ndarray | None]:
         if len(raw) and np.all(raw >= 0) and np.all(raw == np.round(raw)):

@@ -16,7 +16,7 @@ import numpy as np
 from btnet.data.base import PairSet
 from btnet.data.images import FileImageSource, decode_image, encode_jpeg
 from btnet.data.safe_pickle import restricted_load
-from btnet.data.text_lists import list_rows
+from btnet.data.text_lists import list_rows, tab_hint
 
 
 class BytesImageSource:
@@ -68,6 +68,9 @@ def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
     if flags.ndim != 1 or not (flags.dtype == bool or np.isin(flags, (0, 1)).all()):
         raise ValueError(f"{path}: issame_list must be a flat list of booleans")
     n = len(flags)
+    if n == 0:
+        raise ValueError(f"{path}: holds no pairs (empty image and issame lists); nothing to "
+                         "verify")
     if len(blobs) != 2 * n:
         raise ValueError(f"{path}: {len(blobs)} images for {n} pairs (expected {2 * n})")
     return PairSet(
@@ -76,6 +79,7 @@ def read_bin(path: str | os.PathLike, name: str | None = None) -> PairSet:
         left=np.arange(0, 2 * n, 2),
         right=np.arange(1, 2 * n, 2),
         issame=flags.astype(bool),
+        source_format="bin",
     )
 
 
@@ -132,7 +136,7 @@ def read_lfw_pairs(
     """
     path = Path(path)
     root = Path(root) if root is not None else _default_root(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     expected: int | None = None
     start = 0
     first = lines[0].split() if lines else []
@@ -170,13 +174,16 @@ def read_lfw_pairs(
         left.append(idx(a))
         right.append(idx(b))
         same.append(s)
+    if not same:
+        raise ValueError(f"{path}: no pairs found")
     if expected is not None and expected != len(same):
         raise ValueError(f"{path}: header announces {expected} pairs but {len(same)} were read")
     missing = [p for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} image(s) missing under {root}, "
                                 f"e.g. {missing[0]}")
-    return PairSet(name or path.parent.name or path.stem, FileImageSource(files), left, right, same)
+    return PairSet(name or path.parent.name or path.stem, FileImageSource(files), left, right, same,
+                   source_format="lfw-pairs")
 
 
 # --------------------------------------------------------------------------- plain lists
@@ -203,7 +210,8 @@ def read_pair_list(
     same: list[bool] = []
     for lineno, line, toks in list_rows(path):
         if len(toks) != 3:
-            raise ValueError(f"{path}:{lineno}: expected 'path1 path2 0|1', got {line!r}")
+            raise ValueError(f"{path}:{lineno}: expected 'path1 path2 0|1', got {line!r}"
+                             f"{tab_hint(line, toks, 3)}")
         flag = toks[2].lower()
         if flag not in _TRUE | _FALSE:
             raise ValueError(f"{path}:{lineno}: same/different flag must be 0 or 1, got {toks[2]!r}")
@@ -222,14 +230,15 @@ def read_pair_list(
     missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"{path}: {len(missing)} image(s) missing, e.g. {missing[0]}")
-    return PairSet(name or path.stem, FileImageSource(files), left, right, same)
+    return PairSet(name or path.stem, FileImageSource(files), left, right, same,
+                   source_format="pair-list")
 
 
 # --------------------------------------------------------------------------- dispatch
 
 
 def _looks_like_lfw(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             toks = line.split()
             if not toks or toks[0].startswith("#"):

@@ -1,8 +1,8 @@
 """``btnet embed``: images, folders and lists of files in, embeddings plus an index file out.
 
-The encoder is anything :func:`open_encoder` understands: a stored model folder (a BTNet routes
-each face to its branch; a plain backbone up-samples), an ONNX export folder (runs without
-PyTorch), or a :func:`btnet.inference.load_encoder` spec. Each image keeps its native size; the
+The encoder is anything :func:`btnet.inference.load_encoder` opens: a stored model folder (a
+BTNet routes each face to its branch; a plain backbone up-samples), an ONNX export folder (runs
+without PyTorch), an arcface_torch ``backbone.pth`` or an ``mm:`` spec. Each image keeps its native size; the
 index file says which path served it, so a user can see that a 20-pixel face went to the
 14-pixel branch and a 90-pixel one to the trunk.
 
@@ -16,68 +16,18 @@ import io
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from btnet.data.images import CorruptImageError, is_image_file, read_image
+from btnet.inference.encoding import EncodeResult, RoutedEncoder
 from btnet.io.atomic import atomic_write_text, atomic_write_with
 
 log = logging.getLogger(__name__)
 
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
-ONNX_MANIFEST = "manifest.json"
 CHUNK = 256
-
-
-@dataclass
-class LoadedEncoder:
-    """An encoder plus the identity of its embedding space (for galleries and output files)."""
-
-    encoder: Any  # btnet.inference.Encoder protocol
-    fingerprint: str
-    embedding_size: int
-    source: str
-    backend: str  # "torch" or "onnx"
-
-    @property
-    def canonical(self) -> int:
-        return int(self.encoder.canonical)
-
-
-def _strip_name(spec: str) -> str:
-    head = spec.split(":", 1)[0]
-    if "=" in head and not spec.startswith("mm:"):
-        return spec.split("=", 1)[1]
-    return spec
-
-
-def open_encoder(spec: str | Path, *, device: str = "cpu", selector: Any = None) -> LoadedEncoder:
-    """Open an ONNX export folder, a stored model folder or an ``mm:``/``NAME=`` spec.
-
-    An ONNX folder is opened without importing PyTorch.
-    """
-    spec = str(spec)
-    target = _strip_name(spec)
-    if (Path(target) / ONNX_MANIFEST).is_file():
-        from btnet.deployment.onnx_export import OnnxEncoder
-
-        enc = OnnxEncoder(target, selector=selector)
-        return LoadedEncoder(enc, enc.fingerprint, enc.embedding_size, target, "onnx")
-    from btnet.deployment.fingerprint import combine_fingerprints, model_fingerprint
-    from btnet.inference import load_encoder
-
-    if not target.startswith("mm:") and not Path(target).exists():
-        raise FileNotFoundError(f"no model at {target} (expected a stored model or ONNX folder)")
-    enc = load_encoder(spec, selector=selector, device=device)
-    if target.startswith("mm:"):
-        members = dict(item.split("=", 1) for item in filter(None, target[3:].split(",")))
-        fp = combine_fingerprints({r: model_fingerprint(d) for r, d in members.items()})
-    else:
-        fp = model_fingerprint(target)
-    return LoadedEncoder(enc, fp, int(enc.embedding_size), target, "torch")
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -97,7 +47,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         elif p.suffix.lower() in LIST_EXTENSIONS:
             if not p.is_file():
                 raise FileNotFoundError(f"list file not found: {p}")
-            for line in p.read_text().splitlines():
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line.split("\t")[0])
@@ -109,44 +59,43 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-@dataclass
-class EmbedOutput:
-    """Embeddings of the images that could be read, and what happened to the others."""
-
-    embeddings: np.ndarray  # N x D float32, L2-normalised
-    files: list[str]
-    sizes: np.ndarray  # N x 2 int32: source height, width
-    paths: list[int]  # resolution of the path that served each image
-    canonical: int
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-    def branch_name(self, i: int) -> str:
-        p = self.paths[i]
-        return "trunk" if p == self.canonical else f"branch_r{p}"
+# Below this many pixels on the smaller side an image holds no face a recogniser can use
+# (the smallest BTNet branch takes 7-pixel faces); embedding it would return a confident-looking
+# vector that means nothing.
+MIN_IMAGE_SIDE = 4
 
 
 def _read(path: Path) -> np.ndarray:
     img = read_image(path)
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise CorruptImageError(f"{path}: zero-size image")
+    if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+        raise CorruptImageError(
+            f"{path}: {img.shape[1]}x{img.shape[0]} image is too small to hold a face (the "
+            f"minimum is {MIN_IMAGE_SIDE} px on the smaller side)"
+        )
     return img
 
 
+class NonFiniteEmbeddingError(ValueError):
+    """The model produced NaN or infinite embeddings: its weights (or the input) are damaged."""
+
+
 def embed_files(
-    loaded: LoadedEncoder,
+    encoder: RoutedEncoder,
     files: Sequence[str | Path],
     *,
     batch_size: int = 64,
     flip: bool = False,
     skip_errors: bool = False,
     progress: bool = False,
-) -> EmbedOutput:
-    """Read and embed ``files`` in chunks; unreadable files raise, or are listed if skipped."""
-    enc = loaded.encoder
-    embs: list[np.ndarray] = []
+) -> EncodeResult:
+    """Read and embed ``files`` in chunks; unreadable files raise, or are listed if skipped.
+
+    The result's ``files`` are the files embedded, in order; ``failed`` the (file, error) pairs.
+    """
+    parts: list[EncodeResult] = []
     kept: list[str] = []
-    sizes: list[tuple[int, int]] = []
-    paths: list[int] = []
     failed: list[tuple[str, str]] = []
     for start in range(0, len(files), CHUNK):
         images = []
@@ -160,32 +109,20 @@ def embed_files(
                 continue
             images.append(img)
             kept.append(str(f))
-            sizes.append(img.shape[:2])
         if images:
-            res = enc.encode(images, batch_size=batch_size, flip=flip, progress=progress)
-            embs.append(res.embeddings)
-            paths.extend(int(p) for p in res.paths)
-    emb = np.concatenate(embs) if embs else np.zeros((0, loaded.embedding_size), np.float32)
-    return EmbedOutput(
-        emb.astype(np.float32),
-        kept,
-        np.asarray(sizes, dtype=np.int32).reshape(-1, 2),
-        paths,
-        loaded.canonical,
-        failed,
-    )
-
-
-def embed_arrays(loaded: LoadedEncoder, images: Sequence[np.ndarray], **kw: Any) -> EmbedOutput:
-    """Embed in-memory RGB arrays (named ``array[i]`` in the index)."""
-    res = loaded.encoder.encode(list(images), **kw)
-    return EmbedOutput(
-        res.embeddings,
-        [f"array[{i}]" for i in range(len(images))],
-        np.asarray([im.shape[:2] for im in images], dtype=np.int32).reshape(-1, 2),
-        [int(p) for p in res.paths],
-        loaded.canonical,
-    )
+            res = encoder.encode(images, batch_size=batch_size, flip=flip, progress=progress)
+            bad = ~np.isfinite(res.embeddings).all(axis=1)
+            if bad.any():
+                first = kept[len(kept) - len(images) + int(np.argmax(bad))]
+                raise NonFiniteEmbeddingError(
+                    f"{encoder.source or encoder.name}: the model returned NaN or infinite "
+                    f"embeddings for {int(bad.sum())} of {len(images)} images (e.g. {first}); its "
+                    "weights are probably damaged: nothing was written"
+                )
+            parts.append(res)
+    res = EncodeResult.concat(parts, encoder.embedding_size, encoder.canonical)
+    res.files, res.failed = kept, failed
+    return res
 
 
 def index_path_for(out: str | Path, fmt: str = "csv") -> Path:
@@ -195,7 +132,7 @@ def index_path_for(out: str | Path, fmt: str = "csv") -> Path:
 
 def write_embeddings(
     out: str | Path,
-    result: EmbedOutput,
+    result: EncodeResult,
     *,
     fingerprint: str = "",
     index_format: str = "csv",
@@ -220,16 +157,17 @@ def write_embeddings(
     if index_format not in ("csv", "json"):
         raise ValueError(f"index format must be csv or json, got {index_format!r}")
     index = index_path_for(out, index_format)
+    files = result.files if result.files is not None else [f"array[{i}]" for i in range(len(result))]
     rows = [
         {
             "row": i,
-            "file": result.files[i],
+            "file": files[i],
             "height": int(result.sizes[i, 0]),
             "width": int(result.sizes[i, 1]),
             "path": result.paths[i],
             "branch": result.branch_name(i),
         }
-        for i in range(len(result.files))
+        for i in range(len(files))
     ]
     if index_format == "json":
         doc = {

@@ -15,27 +15,30 @@ fsynced, renamed) and then commits it by atomically replacing the manifest. A cr
 leaves the previous manifest and every shard it lists untouched; a shard that was written but
 never committed is ignored (and overwritten by the next enrolment). Every shard's checksum is
 verified when the gallery is read, so a damaged file is reported by name instead of silently
-returning wrong neighbours, and :func:`recover_manifest` rebuilds a lost manifest from the
-shards themselves (each shard carries the fingerprint too).
+returning wrong neighbours. Each shard also carries the fingerprint, the model path and a
+checksum of its own content, so :func:`recover_manifest` can rebuild a lost manifest from the
+shards without ever accepting bytes it cannot verify: a shard that disagrees with the manifest's
+checksum (or, without a manifest, with its own) is moved to ``quarantine/``, never re-blessed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from btnet.deployment.fingerprint import file_sha256
 from btnet.deployment.search import topk
-from btnet.io.atomic import atomic_write_text, atomic_write_with
+from btnet.inference.encoding import l2_normalize
+from btnet.io.atomic import atomic_write_text, atomic_write_with, file_sha256
 
 FORMAT = "btnet-gallery"
 VERSION = 1
@@ -79,14 +82,6 @@ class Identification:
     score: float
     best_label: str | None
     threshold: float
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    """Cosine similarity is the score, so every stored or searched vector is unit length."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        return x
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _shard_name(n: int) -> str:
@@ -134,6 +129,44 @@ def _write_manifest(folder: Path, data: dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(data, indent=1) + "\n")
 
 
+def content_digest(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> str:
+    """SHA-256 over a shard's tensors (name, dtype, shape, bytes) and its descriptive metadata.
+
+    Stored inside the shard, it lets :func:`recover_manifest` verify a shard with no manifest
+    to compare against; a single flipped byte or a NaN written into a row changes it.
+    """
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[key])
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    for key in sorted(k for k in meta if k != "content_sha256"):
+        h.update(f"{key}={meta[key]}|".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _check_content(path: Path, data: dict[str, Any]) -> bool:
+    """Raise if a loaded shard's own checksum or its values are wrong; False if it has none.
+
+    Stored rows are unit vectors, so NaN, infinity or a wrong norm is damage even in a shard
+    written before shards carried a checksum.
+    """
+    emb = data["embeddings"]
+    if emb.ndim != 2 or not np.isfinite(emb).all():
+        raise GalleryCorruptError(f"gallery file {path.name} holds non-finite embeddings")
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    if emb.shape[0] and np.abs(norms - 1.0).max() > 1e-3:
+        row = int(np.argmax(np.abs(norms - 1.0)))
+        raise GalleryCorruptError(f"gallery file {path.name}: row {row} is not a unit vector")
+    stored = data["meta"].get("content_sha256")
+    if stored is None:
+        return False
+    tensors = {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
+    if content_digest(tensors, data["meta"]) != stored:
+        raise GalleryCorruptError(f"gallery file {path.name} fails its own content checksum")
+    return True
+
+
 def _load_shard(path: Path, expected_sha: str | None) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -142,7 +175,8 @@ def _load_shard(path: Path, expected_sha: str | None) -> dict[str, Any]:
     if expected_sha is not None and file_sha256(path) != expected_sha:
         raise GalleryCorruptError(
             f"gallery file {path.name} is corrupted (checksum mismatch); other shards are "
-            "intact: restore this file from a backup or remove it with `btnet gallery recover`"
+            "intact: restore this file from a backup, or run `btnet gallery recover` to move it "
+            "to quarantine/ and go on without its faces"
         )
     try:
         with safe_open(str(path), framework="numpy") as fh:
@@ -191,6 +225,8 @@ class Gallery:
         cls, folder: str | Path, *, fingerprint: str, embedding_size: int, model: str = ""
     ) -> Gallery:
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise GalleryError(f"{folder} is a file, not a gallery folder")
         if (folder / MANIFEST).exists():
             raise GalleryError(f"{folder} already holds a gallery")
         folder.mkdir(parents=True, exist_ok=True)
@@ -308,8 +344,7 @@ class Gallery:
             idx = np.array([pos[lab] for lab in self.labels], dtype=np.int64)
             sums = np.zeros((len(names), self.embedding_size), dtype=np.float64)
             np.add.at(sums, idx, self.embeddings.astype(np.float64))
-            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._templates = (names, (sums / norms).astype(np.float32))
+            self._templates = (names, l2_normalize(sums, dtype=np.float64).astype(np.float32))
         return self._templates
 
     # --- enrolment ---------------------------------------------------------------------------
@@ -328,7 +363,7 @@ class Gallery:
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if not np.isfinite(emb).all():
             raise ValueError("embeddings contain NaN or infinity; refusing to enrol them")
-        emb = np.ascontiguousarray(_l2n(emb))
+        emb = np.ascontiguousarray(l2_normalize(emb))
         n = emb.shape[0] if emb.ndim == 2 else -1
         if n < 0 or emb.shape[1] != self.embedding_size:
             raise GalleryMismatchError(
@@ -350,11 +385,14 @@ class Gallery:
             "embedding_size": str(self.embedding_size),
             "labels": json.dumps([str(x) for x in labels]),
             "files": json.dumps([str(x) for x in (files if files is not None else [""] * n)]),
+            "model": str(self.manifest.get("model") or ""),
         }
+        meta["content_sha256"] = content_digest(tensors, meta)
         with _locked(self.folder):
             current = _read_manifest(self.folder)  # another process may have committed meanwhile
             if current["fingerprint"] != self.fingerprint:
                 raise GalleryMismatchError(f"{self.folder}: gallery changed model while open")
+            _remove_stale_temporaries(self.folder)  # left by a writer killed mid-write
             name = _shard_name(int(current["next_shard"]))
             path = self.folder / name
             atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -376,7 +414,7 @@ class Gallery:
         """Top-k by cosine similarity against identity templates or single enrolled images."""
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-        q = _l2n(probes)
+        q = l2_normalize(probes)
         if q.ndim != 2 or q.shape[1] != self.embedding_size:
             raise GalleryMismatchError(
                 f"probe embeddings of shape {q.shape} do not fit this {self.embedding_size}-d gallery"
@@ -400,12 +438,13 @@ class Gallery:
         """
         from safetensors.numpy import save_file
 
-        emb = np.ascontiguousarray(_l2n(unmated))
+        emb = np.ascontiguousarray(l2_normalize(unmated))
         if emb.ndim != 2 or emb.shape[1] != self.embedding_size or emb.shape[0] == 0:
             raise GalleryMismatchError(f"calibration embeddings of shape {emb.shape} do not fit")
         if not 0.0 < target_fpir < 1.0:
             raise ValueError(f"target FPIR must be in (0, 1), got {target_fpir}")
         meta = {"fingerprint": self.fingerprint, "target_fpir": repr(float(target_fpir))}
+        meta["content_sha256"] = content_digest({"embeddings": emb}, meta)
         with _locked(self.folder):
             current = _read_manifest(self.folder)
             path = self.folder / CALIBRATION
@@ -473,48 +512,210 @@ def _load_calibration(path: Path, sha: str) -> np.ndarray:
         raise GalleryCorruptError(f"calibration file {path.name} is unreadable ({exc})") from exc
 
 
-def recover_manifest(folder: str | Path) -> tuple[int, list[str]]:
-    """Rebuild ``gallery.json`` from the shard files that read back intact.
+QUARANTINE = "quarantine"
+_TMP_RE = re.compile(r"^\.(gallery\.json|shard-\d{6}\.safetensors|calibration\.safetensors)\..*\.tmp$")
 
-    Returns (rows recovered, names of shards skipped as unreadable). Shards of another model than
-    the majority are skipped too. The old manifest, if any, is kept as ``gallery.json.bad``.
+
+def _remove_stale_temporaries(folder: Path) -> list[str]:
+    """Delete temporary files of writes that never finished (call only under the lock)."""
+    removed = []
+    for p in folder.iterdir():
+        if _TMP_RE.match(p.name) and p.is_file():
+            p.unlink()
+            removed.append(p.name)
+    return sorted(removed)
+
+
+def _free_name(path: Path) -> Path:
+    """``path`` itself, or ``path.1``, ``path.2``, ... : the first that does not exist yet."""
+    if not path.exists():
+        return path
+    n = 1
+    while path.with_name(f"{path.name}.{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}.{n}")
+
+
+def _quarantine(folder: Path, name: str) -> str:
+    target = _free_name(folder / QUARANTINE / name)
+    target.parent.mkdir(exist_ok=True)
+    os.replace(folder / name, target)
+    return str(target.relative_to(folder))
+
+
+@dataclass
+class Recovery:
+    """What :func:`recover_manifest` did; nothing is deleted except stale temporary files."""
+
+    rows: int = 0
+    kept: list[str] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (moved to, why)
+    missing: list[str] = field(default_factory=list)  # listed in the manifest, file absent
+    ignored: list[str] = field(default_factory=list)  # uncommitted or unverifiable, left alone
+    removed_tmp: list[str] = field(default_factory=list)
+    calibration: str = "none"  # kept, restored, dropped (why) or none
+    model: str = ""
+    backup: str | None = None  # where the replaced manifest was saved
+    had_manifest: bool = False
+    changed: bool = False
+
+    @property
+    def skipped(self) -> list[str]:
+        return [Path(q).name for q, _ in self.quarantined] + self.missing + self.ignored
+
+
+def _reason(exc: Exception) -> str:
+    """The finding of an error without its advice (recover is acting on it already)."""
+    return str(exc).split(";")[0]
+
+
+def _shard_number(name: str) -> int:
+    m = _SHARD_RE.match(name)
+    return int(m.group(1)) if m else 0
+
+
+def recover_manifest(folder: str | Path, *, trust_unverified: bool = False) -> Recovery:
+    """Repair a gallery: keep what verifies, quarantine what does not, never guess.
+
+    With a readable manifest, a shard is kept only if its file still has the checksum the
+    manifest recorded; a damaged one is moved to ``quarantine/`` and the manifest rewritten
+    without it, keeping the model and the calibration. Shards the manifest does not list were
+    never committed and stay out. With no readable manifest, a shard is taken only if its own
+    content checksum verifies; shards written before btnet stored that checksum are left out
+    unless ``trust_unverified`` (then their values must still be finite unit vectors). A
+    replaced manifest is saved as ``gallery.json.bad`` (``.bad.1``, ... : never overwritten).
+    A healthy gallery is left as it is.
     """
     folder = Path(folder)
-    shards = sorted(p for p in folder.iterdir() if _SHARD_RE.match(p.name))
-    good: list[tuple[Path, dict[str, Any]]] = []
-    skipped: list[str] = []
-    for p in shards:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a gallery folder")
+    rec = Recovery()
+    with _locked(folder):
+        rec.removed_tmp = _remove_stale_temporaries(folder)
         try:
-            good.append((p, _load_shard(p, None)))
-        except GalleryCorruptError:
-            skipped.append(p.name)
-    if not good:
-        raise GalleryCorruptError(f"{folder}: no readable shard to recover a gallery from")
-    fps = [d["meta"].get("fingerprint", "") for _, d in good]
-    fingerprint = max(set(fps), key=fps.count)
-    entries = []
-    for p, d in good:
-        if d["meta"].get("fingerprint", "") != fingerprint:
-            skipped.append(p.name)
-            continue
-        entries.append({"file": p.name, "rows": int(d["embeddings"].shape[0]), "sha256": file_sha256(p)})
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        os.replace(manifest_path, folder / (MANIFEST + ".bad"))
-    last = max(int(_SHARD_RE.match(p.name).group(1)) for p in shards)  # type: ignore[union-attr]
-    _write_manifest(
-        folder,
-        {
+            old: dict[str, Any] | None = _read_manifest(folder)
+        except (GalleryCorruptError, FileNotFoundError):
+            old = None  # a newer btnet's manifest (GalleryError) is not ours to rebuild
+        rec.had_manifest = old is not None
+        on_disk = sorted(p.name for p in folder.iterdir() if _SHARD_RE.match(p.name))
+        entries: list[dict[str, Any]] = []
+        shapes: dict[str, tuple[int, int]] = {}
+        metas: dict[str, dict[str, str]] = {}
+        if old is not None:
+            listed = {e["file"] for e in old["shards"]}
+            rec.ignored = [n for n in on_disk if n not in listed]  # uncommitted
+            for e in old["shards"]:
+                path = folder / e["file"]
+                if not path.is_file():
+                    rec.missing.append(e["file"])
+                    continue
+                try:
+                    data = _load_shard(path, e["sha256"])
+                    if data["embeddings"].shape != (e["rows"], int(old["embedding_size"])):
+                        raise GalleryCorruptError(f"{e['file']}: shape {data['embeddings'].shape}")
+                except GalleryCorruptError as exc:
+                    rec.quarantined.append((_quarantine(folder, e["file"]), _reason(exc)))
+                    continue
+                entries.append(e)
+            fingerprint, size = old["fingerprint"], int(old["embedding_size"])
+        else:
+            for name in on_disk:
+                path = folder / name
+                try:
+                    data = _load_shard(path, None)
+                    verified = _check_content(path, data)
+                except GalleryCorruptError as exc:
+                    rec.quarantined.append((_quarantine(folder, name), _reason(exc)))
+                    continue
+                if not verified and not trust_unverified:
+                    rec.ignored.append(name)
+                    continue
+                shapes[name] = data["embeddings"].shape
+                metas[name] = data["meta"]
+            if not shapes:
+                raise GalleryCorruptError(
+                    f"{folder}: no manifest and no shard that verifies; nothing recovered"
+                    + (" (shards without a content checksum need --trust-unverified)"
+                       if rec.ignored else "")
+                )
+            fps = [metas[n].get("fingerprint", "") for n in shapes]
+            fingerprint = max(sorted(set(fps)), key=fps.count)
+            size = 0
+            for name in list(shapes):
+                if metas[name].get("fingerprint", "") != fingerprint:
+                    rec.ignored.append(name)  # another model's shard: not comparable
+                    continue
+                size = int(shapes[name][1])
+                entries.append({"file": name, "rows": int(shapes[name][0]),
+                                "sha256": file_sha256(folder / name)})
+        rec.kept = [e["file"] for e in entries]
+        rec.rows = int(sum(e["rows"] for e in entries))
+        rec.calibration, calibration = _recover_calibration(folder, old, fingerprint)
+        if old is not None:
+            rec.model = str(old.get("model") or "")
+        else:
+            rec.model = next((metas[n].get("model", "") for n in reversed(rec.kept)
+                              if metas[n].get("model")), "")
+        rec.changed = old is None or bool(rec.quarantined or rec.missing) or (
+            calibration != old.get("calibration"))
+        if not rec.changed:
+            return rec
+        numbers = [_shard_number(n) for n in on_disk] + [0]
+        next_shard = max(numbers) + 1 if old is None else max(
+            int(old["next_shard"]), max([_shard_number(n) for n in rec.kept] + [0]) + 1)
+        manifest = {
             "format": FORMAT,
             "version": VERSION,
             "fingerprint": fingerprint,
-            "embedding_size": int(good[0][1]["embeddings"].shape[1]),
-            "model": "",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "embedding_size": size,
+            "model": rec.model,
+            "created": (old or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"),
             "shards": entries,
-            "next_shard": last + 1,
-            "calibration": None,
-            "recovered": True,
-        },
-    )
-    return int(sum(e["rows"] for e in entries)), skipped
+            "next_shard": next_shard,
+            "calibration": calibration,
+            "recovered": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        manifest_path = folder / MANIFEST
+        if manifest_path.exists():
+            backup = _free_name(folder / (MANIFEST + ".bad"))
+            os.link(manifest_path, backup)  # the old manifest stays in place until replaced
+            rec.backup = backup.name
+        _write_manifest(folder, manifest)
+    return rec
+
+
+def _recover_calibration(
+    folder: Path, old: dict[str, Any] | None, fingerprint: str
+) -> tuple[str, dict[str, Any] | None]:
+    """Keep a calibration whose checksum verifies (against the manifest, or its own)."""
+    path = folder / CALIBRATION
+    if old is not None:
+        cal = old.get("calibration")
+        if not cal:
+            return "none", None
+        try:
+            _load_calibration(folder / cal["file"], cal["sha256"])
+        except GalleryCorruptError as exc:
+            if (folder / cal["file"]).is_file():
+                _quarantine(folder, cal["file"])
+            return f"dropped ({exc})", None
+        return "kept", cal
+    if not path.is_file():
+        return "none", None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            emb = fh.get_tensor("embeddings")
+    except Exception as exc:
+        _quarantine(folder, CALIBRATION)
+        return f"dropped ({CALIBRATION} unreadable: {exc})", None
+    stored = meta.get("content_sha256")
+    if stored is None or content_digest({"embeddings": emb}, meta) != stored:
+        return f"dropped ({CALIBRATION} cannot be verified: run calibrate again)", None
+    if meta.get("fingerprint") != fingerprint:
+        return "dropped (calibration of another model)", None
+    cal = {"file": CALIBRATION, "rows": int(emb.shape[0]), "sha256": file_sha256(path),
+           "target_fpir": float(meta["target_fpir"])}
+    return "restored", cal

@@ -1,14 +1,14 @@
-"""ONNX export of a stored model, one graph per path, and an encoder that runs them.
+"""ONNX export of a stored model, one graph per path.
 
 ``export_onnx`` writes, for a BTNet, one graph per path (each branch plus its coupled trunk
 tail, and the trunk itself), every one taking an ``N x 3 x r x r`` batch with a dynamic batch
 dimension, plus ``manifest.json``: the selection policy, the input normalisation, the embedding
 size and the fingerprint of the source model. A plain backbone exports as a single path.
 
-:class:`OnnxEncoder` implements the :class:`btnet.inference.Encoder` protocol on top of
-onnxruntime. Its inference path imports neither PyTorch nor ``btnet.models``: routing and
-resizing are re-implemented here on numpy (and tested against the PyTorch encoder), so an
-export folder can be deployed where only numpy, Pillow and onnxruntime are installed.
+The folder is served by :class:`btnet.inference.OnnxEncoder` (``btnet.load(folder)``), the same
+encoder loop as PyTorch's over an onnxruntime backend, which imports neither PyTorch nor
+``btnet.models`` internals: an export folder can be deployed where only numpy, Pillow and
+onnxruntime are installed.
 
 Exporter: PyTorch 2.9+ defaults to the ``torch.export``-based exporter, which needs the
 ``onnxscript`` package. The TorchScript exporter (``dynamo=False``) still exists in PyTorch 2.13
@@ -17,29 +17,34 @@ and needs nothing more, so it is used; where it has been removed the dynamo expo
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from btnet.data.resolution import fit_to
-from btnet.io.atomic import atomic_write_text, file_sha256, read_format_json
-from btnet.models.selection import BranchSelector
+from btnet.inference.onnx_backend import (
+    FORMAT,
+    INPUT_NAME,
+    MANIFEST,
+    NUMPY_DTYPES,
+    OUTPUT_NAME,
+    VERSION,
+    WEIGHTS_FILE,
+    ort_session,
+)
+from btnet.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 
-FORMAT = "btnet-onnx"
-VERSION = 1
-MANIFEST = "manifest.json"
-INPUT_NAME = "input"
-OUTPUT_NAME = "embedding"
 DEFAULT_OPSET = 17
-EXPORT_TOLERANCE = 1e-3  # export fails loudly beyond this; tests hold exports to 1e-4
+EXPORT_TOLERANCE = 1e-3
+SHARE_MIN_BYTES = 1024  # smaller tensors (biases of tiny layers, shape constants) stay inline
+ALIGN = 4096  # shared tensors start on page boundaries (memory-mappable)  # export fails loudly beyond this; tests hold exports to 1e-4
 
 NORMALISATION = {
     "layout": "NCHW",
@@ -67,7 +72,7 @@ def export_onnx(
     """Export every path of the stored model at ``model_dir``; returns the manifest path."""
     import torch
 
-    from btnet.deployment.fingerprint import model_fingerprint
+    from btnet.io.fingerprint import model_fingerprint
     from btnet.io.model_store import load_model
     from btnet.models import BranchSelector
 
@@ -76,8 +81,10 @@ def export_onnx(
     out.mkdir(parents=True, exist_ok=True)
     if stored.kind == "btnet":
         model = stored.model
-        sel = selector or stored.selector or BranchSelector.from_rule(model.paths, "min", "near")
-        modules = {r: model.export_path(r) for r in model.paths}
+        sel = selector or stored.selector or BranchSelector.from_rule(
+            model.input_sizes, "min", "near"
+        )
+        modules = {r: model.path(r) for r in model.input_sizes}
         canonical = model.canonical
         coupling = {r: model.coupling_name(r) for r in model.resolutions}
     else:
@@ -88,13 +95,17 @@ def export_onnx(
     missing = set(sel.paths) - set(modules)
     if missing:
         raise ValueError(f"selector routes to {sorted(missing)}, which the model lacks")
-    entries = []
+    share = len(modules) > 1  # a BTNet: its paths run the trunk's tail with their own BN
     gen = torch.Generator().manual_seed(0)
+    graphs = {}
     for r, module in sorted(modules.items()):
-        module = module.eval()
-        file = out / ("trunk.onnx" if r == canonical else f"path_r{r}.onnx")
         example = torch.rand(2, 3, r, r, generator=gen) * 2 - 1
-        _export_module(module, example, file, opset)
+        graphs[r] = _trace(module.eval(), example, opset, keep_batchnorm=share)
+    shared = share_weights(graphs, out / WEIGHTS_FILE) if share else None
+    entries = []
+    for r, module in sorted(modules.items()):
+        file = out / ("trunk.onnx" if r == canonical else f"path_r{r}.onnx")
+        _save_graph(graphs.pop(r), file)
         diff = _verify(module, file, r) if verify else None
         if diff is not None and diff > EXPORT_TOLERANCE:
             raise RuntimeError(f"{file}: onnxruntime differs from PyTorch by {diff:.2e}")
@@ -109,6 +120,7 @@ def export_onnx(
                 "output_name": OUTPUT_NAME,
                 "input_shape": ["batch", 3, int(r), int(r)],
                 "max_abs_diff_vs_torch": diff,
+                "shared_initializers": shared["uses"][r] if shared else {},
             }
         )
     manifest = {
@@ -123,6 +135,7 @@ def export_onnx(
         "normalisation": NORMALISATION,
         "selector": {**sel.to_dict(), "rules": sel.describe()},
         "paths": entries,
+        "shared_weights": shared["table"] if shared else None,
         "opset": opset,
         "torch_version": torch.__version__,
     }
@@ -131,7 +144,14 @@ def export_onnx(
     return path
 
 
-def _export_module(module: Any, example: Any, file: Path, opset: int) -> None:
+def _trace(module: Any, example: Any, opset: int, keep_batchnorm: bool) -> Any:
+    """The ONNX graph (``onnx.ModelProto``) of one path, with a dynamic batch dimension.
+
+    ``keep_batchnorm``: export BatchNorm as its own node instead of folding it into the conv
+    before it. Every path of a BTNet runs the trunk's convs with its own BatchNorms, so folding
+    would give each path its own copy of the trunk's weights; kept apart, they are stored once.
+    """
+    import onnx
     import torch
 
     kwargs: dict[str, Any] = {
@@ -139,22 +159,90 @@ def _export_module(module: Any, example: Any, file: Path, opset: int) -> None:
         "output_names": [OUTPUT_NAME],
         "opset_version": opset,
     }
+    if keep_batchnorm:
+        kwargs["training"] = torch.onnx.TrainingMode.PRESERVE  # eval-mode BN, not folded
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
             torch.onnx.export(
                 module,
                 (example,),
-                str(file),
+                buf,
                 dynamo=False,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 **kwargs,
             )
         except TypeError:  # pragma: no cover - a PyTorch without the TorchScript exporter
+            kwargs.pop("training", None)
             batch = torch.export.Dim("batch", min=1)
             torch.onnx.export(
-                module, (example,), str(file), dynamo=True, dynamic_shapes=({0: batch},), **kwargs
+                module, (example,), buf, dynamo=True, dynamic_shapes=({0: batch},), **kwargs
             )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def share_weights(graphs: dict[int, Any], weights_file: Path) -> dict[str, Any]:
+    """Store every tensor that several graphs hold (the trunk's) once, in ``weights_file``.
+
+    Tensors are matched by content (bytes, dtype and shape), so this needs no knowledge of
+    parameter names. In each graph a shared tensor becomes ONNX external data pointing into
+    the one file, so every graph still opens on its own with plain onnxruntime; btnet's runtime
+    instead reads the file once and hands the same arrays to every session (shared
+    initializers). Returns ``{"table": {key: {offset, length, dtype, shape}}, "uses": {r:
+    {initializer name: key}}}`` for the manifest.
+    """
+    from onnx import TensorProto
+
+    owners: dict[str, set[int]] = {}
+    for r, g in graphs.items():
+        for t in g.graph.initializer:
+            if t.HasField("raw_data") and len(t.raw_data) >= SHARE_MIN_BYTES:
+                owners.setdefault(_tensor_key(t), set()).add(r)
+    table: dict[str, dict[str, Any]] = {}
+    uses: dict[int, dict[str, str]] = {r: {} for r in graphs}
+    with atomic_path(weights_file) as tmp, open(tmp, "wb") as fh:
+        offset = 0
+        for r, g in sorted(graphs.items()):
+            for t in g.graph.initializer:
+                if not t.HasField("raw_data") or len(t.raw_data) < SHARE_MIN_BYTES:
+                    continue
+                key = _tensor_key(t)
+                if key not in owners or len(owners[key]) < 2:
+                    continue
+                if key not in table:
+                    pad = -offset % ALIGN
+                    fh.write(b"\0" * pad)
+                    offset += pad
+                    table[key] = {
+                        "offset": offset,
+                        "length": len(t.raw_data),
+                        "dtype": NUMPY_DTYPES[t.data_type],
+                        "shape": list(t.dims),
+                    }
+                    fh.write(t.raw_data)
+                    offset += len(t.raw_data)
+                uses[r][t.name] = key
+                entry = table[key]
+                t.ClearField("raw_data")
+                t.data_location = TensorProto.EXTERNAL
+                del t.external_data[:]
+                for k, v in (("location", weights_file.name), ("offset", entry["offset"]),
+                             ("length", entry["length"])):
+                    item = t.external_data.add()
+                    item.key, item.value = k, str(v)
+    return {"table": {"file": weights_file.name, "sha256": file_sha256(weights_file),
+                      "tensors": table}, "uses": uses}
+
+
+def _tensor_key(t: Any) -> str:
+    h = hashlib.sha256(t.raw_data)
+    h.update(f"{t.data_type}:{list(t.dims)}".encode())
+    return h.hexdigest()[:32]
+
+
+def _save_graph(graph: Any, file: Path) -> None:
+    atomic_write_bytes(file, graph.SerializeToString())
 
 
 def _verify(module: Any, file: Path, r: int) -> float:
@@ -164,123 +252,5 @@ def _verify(module: Any, file: Path, r: int) -> float:
     x = torch.rand(3, 3, r, r, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.inference_mode():
         ref = module(x).float().numpy()
-    got = _session(file, 1).run(None, {INPUT_NAME: x.numpy()})[0]
+    got = ort_session(file, 1).run(None, {INPUT_NAME: x.numpy()})[0]
     return float(np.abs(ref - got).max())
-
-
-# --------------------------------------------------------------------------- runtime (no torch)
-
-
-def _session(file: Path, threads: int | None) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("ONNX inference needs onnxruntime: pip install 'btnet[onnx]'") from exc
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def select_path(selector: dict, height: int, width: int) -> int:
-    """The manifest's routing rule: ``BranchSelector.select`` (plain Python, no torch)."""
-    return BranchSelector.from_dict(selector).select(height, width)
-
-
-def normalise_batch(images: Sequence[np.ndarray]) -> np.ndarray:
-    """uint8 HxWx3 RGB images -> float32 NCHW in [-1, 1] (``btnet.data.transforms.to_tensor``)."""
-    x = np.stack([np.asarray(im) for im in images]).astype(np.float32)
-    return np.ascontiguousarray((x / 127.5 - 1.0).transpose(0, 3, 1, 2))
-
-
-@dataclass
-class OnnxEncodeResult:
-    """Same fields as ``btnet.inference.EncodeResult``."""
-
-    embeddings: np.ndarray
-    paths: list[int]
-
-
-def read_manifest(folder: str | Path) -> dict:
-    return read_format_json(Path(folder) / MANIFEST, FORMAT, VERSION, "a btnet ONNX export")
-
-
-class OnnxEncoder:
-    """Encoder over an export folder: route by the manifest's policy, batch by path, run ORT."""
-
-    shared_space = True
-
-    def __init__(
-        self,
-        folder: str | Path,
-        *,
-        selector: Any = None,
-        threads: int | None = None,
-        name: str | None = None,
-    ):
-        self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
-        self.canonical = int(self.manifest["canonical"])
-        self.embedding_size = int(self.manifest["embedding_size"])
-        self.fingerprint = str(self.manifest["fingerprint"])
-        self.name = name or f"{self.manifest.get('name', self.folder.name)} (onnx)"
-        self.files = {int(e["resolution"]): self.folder / e["file"] for e in self.manifest["paths"]}
-        if selector is not None and hasattr(selector, "to_dict"):
-            selector = selector.to_dict()
-        self.selector = dict(selector or self.manifest["selector"])
-        missing = {int(p) for p in self.selector["paths"]} - set(self.files)
-        if missing:
-            raise ValueError(f"selector routes to {sorted(missing)}, which this export lacks")
-        for e in self.manifest["paths"]:
-            f = self.folder / e["file"]
-            if not f.is_file():
-                raise FileNotFoundError(f"{self.folder}: graph {e['file']} is missing")
-            if e.get("sha256") and file_sha256(f) != e["sha256"]:
-                raise ValueError(
-                    f"{f}: checksum differs from {MANIFEST} (damaged or from another export)"
-                )
-        self.threads = threads
-        self._sessions: dict[int, Any] = {}
-
-    @property
-    def paths(self) -> tuple[int, ...]:
-        return tuple(sorted(self.files))
-
-    def route(self, height: int, width: int) -> int:
-        return select_path(self.selector, height, width)
-
-    def session(self, path: int) -> Any:
-        if path not in self._sessions:
-            self._sessions[path] = _session(self.files[path], self.threads)
-        return self._sessions[path]
-
-    def run_path(self, path: int, x: np.ndarray) -> np.ndarray:
-        """Raw (unnormalised) embeddings of an NCHW float32 batch through one path."""
-        return self.session(path).run(None, {INPUT_NAME: x})[0]
-
-    def encode(
-        self,
-        images: Sequence[np.ndarray],
-        batch_size: int = 64,
-        flip: bool = False,
-        progress: bool = False,
-    ) -> OnnxEncodeResult:
-        n = len(images)
-        out = np.zeros((n, self.embedding_size), dtype=np.float32)
-        paths = [0] * n
-        groups: dict[int, list[int]] = {}
-        for i, img in enumerate(images):
-            paths[i] = self.route(*img.shape[:2])
-            groups.setdefault(paths[i], []).append(i)
-        for path, idx in groups.items():
-            for b in range(0, len(idx), batch_size):
-                part = idx[b : b + batch_size]
-                x = normalise_batch([fit_to(images[i], path) for i in part])
-                emb = self.run_path(path, x)
-                if flip:
-                    emb = emb + self.run_path(path, np.ascontiguousarray(x[..., ::-1]))
-                out[part] = emb
-        norms = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return OnnxEncodeResult((out / norms).astype(np.float32), paths)

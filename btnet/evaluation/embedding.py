@@ -1,7 +1,7 @@
 """Streaming embedding of image sources through any encoder.
 
-Evaluation only needs the encoder protocol of :mod:`btnet.inference.encoders` (``encode(images,
-batch_size, flip, progress) -> result with .embeddings``). Images are decoded, transformed and
+Evaluation only needs the :class:`btnet.inference.Encoder` protocol (``encode(images,
+batch_size, flip, progress) -> EncodeResult``). Images are decoded, transformed and
 encoded chunk by chunk, so a benchmark's pixels are never all in memory: only its embeddings.
 """
 
@@ -10,24 +10,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from btnet.data.base import ImageSource
+from btnet.inference.encoding import Encoder
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[np.ndarray], np.ndarray]
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What evaluation needs from an encoder (structurally the one of btnet.inference)."""
-
-    def encode(self, images: Sequence[np.ndarray], batch_size: int = ..., flip: bool = ...,
-               progress: bool = ...): ...
 
 
 def embed_source(
@@ -41,12 +33,14 @@ def embed_source(
     desc: str = "embedding",
     chunk: int | None = None,
     path_counts: Counter | None = None,
+    norms_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Embeddings (N, D) float32 of ``source[i]`` for ``i`` in ``indices`` (default: all).
 
     ``transform`` (e.g. degradation to r x r) is applied to each image after decoding. Images are
     handed to the encoder ``chunk`` at a time (default 4 batches); ``path_counts``, if given,
-    counts the encoder's reported paths (e.g. which branch served each image).
+    counts the encoder's reported paths (e.g. which branch served each image); ``norms_out``,
+    if given, receives the raw feature norms the encoder reports (one array per chunk).
     """
     idx = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
     chunk = chunk or max(1, 4 * batch_size)
@@ -64,6 +58,12 @@ def embed_source(
                 raise ValueError(f"encoder returned {emb.shape[0]} embeddings for {len(images)}")
             if path_counts is not None:
                 path_counts.update(str(p) for p in (getattr(res, "paths", None) or []))
+            if norms_out is not None:
+                norms = getattr(res, "norms", None)
+                if norms is None:
+                    raise ValueError(f"{type(encoder).__name__} does not report feature norms, "
+                                     "which the insightface template convention needs")
+                norms_out.append(np.asarray(norms, dtype=np.float32).ravel())
             parts.append(emb)
             bar.update(len(images))
     finally:
@@ -71,8 +71,3 @@ def embed_source(
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts, axis=0)
-
-
-def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)

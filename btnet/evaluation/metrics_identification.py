@@ -19,14 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from btnet.evaluation.metrics_verification import trapezoid_area
+from btnet.inference.encoding import l2_normalize
 
 DEFAULT_FPIRS: tuple[float, ...] = (0.3, 0.2, 0.1, 0.01)
 DEFAULT_CMC_RANKS: tuple[int, ...] = (1, 5, 20)
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
 def gallery_templates(

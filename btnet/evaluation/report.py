@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from btnet.evaluation.gains import GAIN_KEYS, GainBaselines, compute_gains, paired_gain_errors
+from btnet.evaluation.metrics_verification import PROTOCOL_DESCRIPTIONS
 from btnet.evaluation.verification import VerificationResult
 
 GAIN_LABELS = {
@@ -32,6 +33,29 @@ def _ordered(values: Sequence[str]) -> list[str]:
     return seen
 
 
+def cell_protocol(metrics: Mapping) -> str:
+    """The accuracy protocol of one cell; results stored before protocols were named used the
+    midpoint rule, now called ``"exact"``."""
+    return str(metrics.get("protocol", "exact"))
+
+
+def _cell_folds(metrics: Mapping) -> int | None:
+    if "n_folds" in metrics:
+        return int(metrics["n_folds"])
+    folds = metrics.get("fold_accuracies")
+    return len(folds) if folds else None
+
+
+def accuracy_caption(protocols: Sequence[str], folds: Sequence[int | None]) -> str:
+    """How the accuracies of a table were computed, in words: the fold count and protocol."""
+    names = _ordered(list(protocols))
+    counts = _ordered([str(k) for k in folds if k is not None])
+    k = "/".join(counts) if counts else "?"
+    described = "; ".join(f"{p} = {PROTOCOL_DESCRIPTIONS.get(p, p)}" for p in names)
+    return (f"Accuracy (%): {k}-fold mean ± std, protocol {' and '.join(names)} "
+            f"({described}).")
+
+
 def build_verification_report(
     results: Sequence[VerificationResult],
     baselines: GainBaselines | None = None,
@@ -46,6 +70,14 @@ def build_verification_report(
                       "r": dict(baselines.r) if isinstance(baselines.r, Mapping) else baselines.r},
         "gain_definition": "percentage points: 100 * (acc_model - acc_baseline) at the same "
                            "setting (see btnet.evaluation.gains)",
+        "protocols": {p: PROTOCOL_DESCRIPTIONS.get(p, p) for p in
+                      _ordered([cell_protocol(r.metrics) for r in results])},
+        "tar_at_far_definition": "exact: best TAR among the operating points of the whole set "
+                                 "with FAR <= f (tied scores one point)",
+        "val_at_far_definition": "insightface calculate_val: per fold, threshold interpolated "
+                                 "at the target FAR on the training folds (grid "
+                                 "np.arange(0, 4, 0.001)), VAL and FAR of the test fold; "
+                                 "mean and std over folds",
         "datasets": {},
     }
     for ds in datasets:
@@ -57,7 +89,12 @@ def build_verification_report(
         folds = {m: {r.setting: r.metrics["fold_accuracies"] for r in rows
                      if r.model == m and r.metrics.get("fold_accuracies")} for m in models}
         gains = compute_gains(acc, baselines, canonical)
+        protocols = _ordered([cell_protocol(r.metrics) for r in rows])
         report["datasets"][ds] = {
+            "protocol": protocols[0] if len(protocols) == 1 else protocols,
+            "n_folds": _ordered([_cell_folds(r.metrics) for r in rows]),
+            "accuracy_caption": accuracy_caption(protocols,
+                                                 [_cell_folds(r.metrics) for r in rows]),
             "models": models,
             "settings": settings,
             "accuracy": acc,
@@ -86,11 +123,14 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
         lines += [notes, ""]
     if report.get("canonical_size"):
         lines.append(f"Canonical size S = {report['canonical_size']}; setting r1&r2: first "
-                     "image at r1 x r1, second at r2 x r2. Accuracy: 10-fold, mean ± std (%).")
+                     "image at r1 x r1, second at r2 x r2.")
         lines.append("")
     for ds, d in report["datasets"].items():
         settings = d["settings"]
-        lines += [f"## {ds}", "", "| model | " + " | ".join(settings) + " |",
+        caption = d.get("accuracy_caption") or accuracy_caption(
+            [cell_protocol(c["metrics"]) for c in d["cells"]],
+            [_cell_folds(c["metrics"]) for c in d["cells"]])
+        lines += [f"## {ds}", "", caption, "", "| model | " + " | ".join(settings) + " |",
                   "|---|" + "---:|" * len(settings)]
         for m in d["models"]:
             cells = []
@@ -100,6 +140,7 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
                              f"{100 * a:.2f} ± {100 * d['accuracy_std'][m][s]:.2f}")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _tar_val_table(d)
         se_all = d.get("gain_se", {})
         paired = any(e is not None for m in se_all.values() for g in m.values() for e in g.values())
         how = (" (± standard error of the paired per-fold difference: a gain above about twice "
@@ -119,12 +160,42 @@ def render_markdown(report: Mapping, title: str = "Multi-resolution verification
     return "\n".join(lines)
 
 
+def _tar_val_table(d: Mapping) -> list[str]:
+    """TAR@FAR (exact, whole set) and insightface VAL@FAR per model and setting, in %."""
+    cells = [c for c in d["cells"] if c["metrics"].get("tar_at_far") or
+             c["metrics"].get("val_at_far")]
+    if not cells:
+        return []
+    fars = sorted({k for c in cells for k in c["metrics"].get("tar_at_far", {})}, key=float)
+    val_far = next((c["metrics"]["val_at_far"]["far_target"] for c in cells
+                    if c["metrics"].get("val_at_far")), None)
+    head = [f"TAR@FAR={f} (exact)" for f in fars]
+    if val_far is not None:
+        head.append(f"VAL@FAR={val_far:g} (insightface)")
+    lines = ["TAR@FAR (exact): best TAR among the whole set's operating points with FAR <= f. "
+             "VAL@FAR (insightface calculate_val): threshold interpolated at the FAR on the "
+             "training folds, VAL of the test fold, mean ± std over folds. In %.", "",
+             "| model | setting | " + " | ".join(head) + " |",
+             "|---|---|" + "---:|" * len(head)]
+    for c in cells:
+        m = c["metrics"]
+        row = [f"{100 * m['tar_at_far'][f]:.2f}" if f in m.get("tar_at_far", {}) else "–"
+               for f in fars]
+        if val_far is not None:
+            v = m.get("val_at_far") or {}
+            row.append(f"{100 * v['val_mean']:.2f} ± {100 * v['val_std']:.2f}"
+                       if v.get("val_mean") is not None else "– " + v.get("undefined", ""))
+        lines.append(f"| {c['model']} | {c['setting']} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
     """Long format: one row per dataset x model x setting, gains and TAR@FAR as columns."""
     fars = sorted({k for d in report["datasets"].values() for c in d["cells"]
                    for k in c["metrics"].get("tar_at_far", {})}, key=float)
-    header = ["dataset", "model", "setting", "r1", "r2", "accuracy_mean", "accuracy_std",
-              *[f"tar@far={f}" for f in fars], *GAIN_KEYS, *[f"{k}_se" for k in GAIN_KEYS]]
+    header = ["dataset", "model", "setting", "r1", "r2", "protocol", "n_folds", "accuracy_mean",
+              "accuracy_std", *[f"tar@far={f}" for f in fars], "val_far_target", "val_mean",
+              "val_std", "val_far_mean", *GAIN_KEYS, *[f"{k}_se" for k in GAIN_KEYS]]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "w", newline="") as fh:
@@ -135,9 +206,14 @@ def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
                 g = d["gains"][c["model"]].get(c["setting"], {})
                 se = d.get("gain_se", {}).get(c["model"], {}).get(c["setting"], {})
                 tars = c["metrics"].get("tar_at_far", {})
+                val = c["metrics"].get("val_at_far") or {}
                 w.writerow([ds, c["model"], c["setting"], c["r1"], c["r2"],
+                            cell_protocol(c["metrics"]), _cell_folds(c["metrics"]) or "",
                             f"{c['accuracy_mean']:.6f}", f"{c['accuracy_std']:.6f}",
                             *[("" if f not in tars else f"{tars[f]:.6f}") for f in fars],
+                            val.get("far_target", ""),
+                            *[("" if val.get(k) is None else f"{val[k]:.6f}")
+                              for k in ("val_mean", "val_std", "far_mean")],
                             *[("" if g.get(k) is None else f"{g[k]:.4f}") for k in GAIN_KEYS],
                             *[("" if se.get(k) is None else f"{se[k]:.4f}") for k in GAIN_KEYS]])
     return p

@@ -13,6 +13,9 @@ The faces must already be aligned (e.g. 112x112 ArcFace crops); ``images`` defau
 first of ``aligned/``, ``loose_crop/``, ``images/`` that exists. The detector score is used as
 the feature weight when the 5-point file is present (``use_weights``).
 
+How features become templates and which 1:1 figure is reported is the ``convention``
+(``"nist"``, the default, or ``"insightface"``): see :mod:`btnet.evaluation.metrics_templates`.
+
 Generic layout (tab- or space-separated, ``#`` comments)::
 
     root/faces.txt    <relative image path> <template id> <media id> [<weight>]
@@ -37,8 +40,10 @@ from btnet.data.text_lists import list_rows
 from btnet.evaluation.embedding import Encoder, embed_source
 from btnet.evaluation.metrics_identification import DEFAULT_FPIRS
 from btnet.evaluation.metrics_templates import (
+    CONVENTION_DESCRIPTIONS,
     IJBC_FARS,
     aggregate_templates,
+    check_convention,
     template_identification_metrics,
     template_pair_scores,
     template_verification_metrics,
@@ -100,7 +105,7 @@ def _files(paths: list[Path]):
 
 def _read_1n_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (TEMPLATE_ID, SUBJECT_ID) rows of an IJB-C 1:N csv (one row per image)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         cols = {c.strip().upper(): c for c in reader.fieldnames or []}
         if "TEMPLATE_ID" not in cols or "SUBJECT_ID" not in cols:
@@ -213,11 +218,16 @@ def evaluate_templates(
     batch_size: int = 64,
     flip: bool = False,
     progress: bool = True,
+    convention: str = "nist",
 ) -> dict:
-    """1:1 TAR@FAR over template pairs and 1:N per gallery, JSON-ready.
+    """1:1 over template pairs and 1:N per gallery, JSON-ready.
 
     ``resolution`` degrades every face to ``r x r`` first (the multi-resolution IJB-C study).
+    ``convention="nist"``: unit-length image features, TAR at FAR <= f; ``"insightface"``:
+    image features keep their norms (the encoder must report them), TPR at the nearest FPR.
+    Both multiply by the detector score when ``use_weights`` and the protocol has one.
     """
+    check_convention(convention)
     name = model_name or getattr(encoder, "name", None) or "model"
     transform = None
     if resolution is not None:
@@ -228,17 +238,24 @@ def evaluate_templates(
         def transform(img: np.ndarray) -> np.ndarray:
             return fn(img, 0)
 
+    norm_parts: list[np.ndarray] | None = [] if convention == "insightface" else None
     feats = embed_source(encoder, protocol.images, transform=transform, batch_size=batch_size,
-                         flip=flip, progress=progress, desc=f"{name} {protocol.name}")
+                         flip=flip, progress=progress, desc=f"{name} {protocol.name}",
+                         norms_out=norm_parts)
+    norms = np.concatenate(norm_parts) if norm_parts else None
     weights = protocol.weights if use_weights else None
     templates, agg = aggregate_templates(feats, protocol.template_ids, protocol.media_ids,
-                                         weights)
+                                         weights, norms=norms)
     out: dict = {"model": name, "protocol": protocol.name, "resolution": resolution,
+                 "convention": convention,
+                 "convention_definition": CONVENTION_DESCRIPTIONS[convention],
+                 "detector_weights": weights is not None,
                  "n_images": int(len(feats)), "n_templates": int(len(templates))}
     if protocol.pairs is not None:
         t1, t2, label = protocol.pairs
         scores = template_pair_scores(templates, agg, t1, t2)
-        out["verification"] = template_verification_metrics(scores, label, far_targets)
+        out["verification"] = template_verification_metrics(scores, label, far_targets,
+                                                             convention)
     if protocol.galleries and protocol.probes is not None:
         p_t, p_s = protocol.probes
         p_feats = _select(templates, agg, p_t)

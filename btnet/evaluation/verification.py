@@ -18,17 +18,21 @@ import numpy as np
 
 from btnet.data.base import PairSet
 from btnet.data.resolution import downsample, sample_rng, upsample
-from btnet.evaluation.embedding import Encoder, embed_source, normalize_rows
+from btnet.evaluation.embedding import Encoder, embed_source
 from btnet.evaluation.metrics_identification import thin_indices
 from btnet.evaluation.metrics_verification import (
     DEFAULT_FARS,
+    check_protocol,
     roc_curve,
     verification_metrics,
 )
+from btnet.inference.encoding import l2_normalize
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOW_RESOLUTIONS: tuple[int, ...] = (7, 14, 28)
+# Sets the field reports with insightface's eval/verification.py (papers, arcface_torch logs).
+INSIGHTFACE_FORMATS: frozenset[str] = frozenset({"bin", "lfw-pairs"})
 Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 EncoderLike = Encoder | Callable[[], Encoder]
 
@@ -113,7 +117,18 @@ def subset_pairs(pairset: PairSet, n: int | None) -> PairSet:
         return pairset
     idx = np.unique(np.linspace(0, len(pairset) - 1, int(n)).round().astype(np.int64))
     return PairSet(pairset.name, pairset.images, pairset.left[idx], pairset.right[idx],
-                   pairset.issame[idx])
+                   pairset.issame[idx], source_format=pairset.source_format)
+
+
+def default_protocol(pairset: PairSet) -> str:
+    """``"insightface"`` for ``.bin`` sets and LFW ``pairs.txt`` files, else ``"exact"``.
+
+    Those are the sets whose published accuracies come from insightface's
+    ``eval/verification.py``, so btnet's number is comparable only under that protocol; pair
+    lists and sets built in code (the studies' LFW dev-test pairs, built-in faces) keep the
+    finer ``"exact"`` rule.
+    """
+    return "insightface" if pairset.source_format in INSIGHTFACE_FORMATS else "exact"
 
 
 def resolution_transform(
@@ -181,7 +196,7 @@ def _resolve(encoder: EncoderLike) -> Encoder:
 
 def pair_scores(emb_left: np.ndarray, emb_right: np.ndarray) -> np.ndarray:
     """Cosine similarity of row-aligned embeddings."""
-    return np.sum(normalize_rows(emb_left) * normalize_rows(emb_right), axis=1)
+    return np.sum(l2_normalize(emb_left) * l2_normalize(emb_right), axis=1)
 
 
 def evaluate_pairs(
@@ -197,12 +212,16 @@ def evaluate_pairs(
     progress: bool = True,
     degradation: Degradation | None = None,
     seed: int = 0,
+    protocol: str | None = None,
 ) -> list[VerificationResult]:
     """Evaluate one encoder on one pair set at every setting (each image embedded once per r).
 
     An encoder whose resolutions do not share one embedding space (``shared_space = False``,
-    e.g. phi_mm) is evaluated at same-resolution settings only.
+    e.g. phi_mm) is evaluated at same-resolution settings only. ``protocol`` is the k-fold
+    accuracy rule (:mod:`btnet.evaluation.metrics_verification`); ``None`` takes
+    :func:`default_protocol` of the set.
     """
+    protocol = check_protocol(protocol) if protocol is not None else default_protocol(pairset)
     if not getattr(encoder, "shared_space", True):
         skipped = [s.name for s in settings if s.cross]
         if skipped:
@@ -229,14 +248,14 @@ def evaluate_pairs(
     results = []
     for s in settings:
         scores = pair_scores(lookup(s.r1, pairset.left), lookup(s.r2, pairset.right))
-        m = verification_metrics(scores, pairset.issame, n_folds, far_targets)
+        m = verification_metrics(scores, pairset.issame, n_folds, far_targets, protocol)
         roc_d: dict = {}
         if pairset.issame.any() and (~pairset.issame).any():
             roc = roc_curve(scores, pairset.issame)
             keep = thin_indices(len(roc.far), 1000)
             roc_d = {"far": roc.far[keep].tolist(), "tar": roc.tar[keep].tolist()}
-        log.info("%s %s %s: %.4f +- %.4f", model_name, pairset.name, s.name,
-                 m["accuracy_mean"], m["accuracy_std"])
+        log.info("%s %s %s: %.4f +- %.4f (%s)", model_name, pairset.name, s.name,
+                 m["accuracy_mean"], m["accuracy_std"], protocol)
         results.append(
             VerificationResult(model_name, pairset.name, s.name, s.r1, s.r2,
                                m["accuracy_mean"], m["accuracy_std"], m, roc_d)

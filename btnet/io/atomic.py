@@ -79,6 +79,11 @@ def read_format_json(path: Path, fmt: str, version: int, what: str) -> dict:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 JSON file ({exc.reason})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object describing {what}, got a JSON "
+                         f"{type(data).__name__}")
     if data.get("format") != fmt:
         raise ValueError(f"{path}: format is {data.get('format')!r}, expected {fmt!r}")
     if int(data.get("version", 0)) > version:

@@ -105,7 +105,7 @@ def save_btnet(
         }
     if classifier is not None:
         _save_tensors(folder / "classifier.safetensors", classifier)
-    selector = selector or BranchSelector.from_rule(model.paths, "min", "near")
+    selector = selector or BranchSelector.from_rule(model.input_sizes, "min", "near")
     _write_json(
         folder,
         {
@@ -129,17 +129,37 @@ def _is_param(key: str) -> bool:
     return not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
+_REQUIRED = {"backbone": ("kind", "backbone"), "btnet": ("kind", "backbone", "resolutions", "paths")}
+
+
 def read_model_json(folder: str | Path) -> dict[str, Any]:
-    return read_format_json(Path(folder) / MODEL_JSON, FORMAT, VERSION, "a stored btnet model")
+    """The checked ``model.json`` of a stored model: a missing key is named with the file."""
+    path = Path(folder) / MODEL_JSON
+    data = read_format_json(path, FORMAT, VERSION, "a stored btnet model")
+    kind = data.get("kind")
+    if kind not in _REQUIRED:
+        raise ValueError(f"{path}: unknown or missing model kind {kind!r} (backbone or btnet)")
+    for key in _REQUIRED[kind]:
+        if key not in data:
+            raise ValueError(f"{path}: lacks the key {key!r} a {kind} model needs; the file "
+                             "is damaged (re-save or re-export the model)")
+    if not isinstance(data["backbone"], dict):
+        raise ValueError(f"{path}: 'backbone' must be an object, got {data['backbone']!r}")
+    return data
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"missing model file {path}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: tensor {key!r} holds NaN or infinite values; the model "
+                             "file is damaged (restore it or re-export the model)")
+    return tensors
 
 
 def load_model(folder: str | Path) -> StoredModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -58,22 +59,9 @@ class Backbone(nn.Module):
             x = self.run_unit(i, x, specs)
         return x
 
-    def forward(
-        self, x: torch.Tensor, start: int = 0, return_units: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Embedding of ``x``; ``start`` > 0 treats ``x`` as the output of unit ``start-1``.
-
-        With ``return_units`` the output of every unit (the feature pyramid used for
-        distillation) is returned as well.
-        """
-        outputs: list[torch.Tensor] = []
-        specs = self.unit_specs()
-        for i in range(start, len(specs)):
-            x = self.run_unit(i, x, specs)
-            if return_units:
-                outputs.append(x)
-        emb = self.forward_head(x)
-        return (emb, outputs) if return_units else emb
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding of ``x`` through every unit this module holds, then the head."""
+        return self.forward_head(self.forward_units(x))
 
     @torch.no_grad()
     def unit_output_shapes(self, input_size: int | None = None) -> list[tuple[int, int, int]]:
@@ -97,6 +85,24 @@ class Backbone(nn.Module):
         """Spatial size (height) after each unit."""
         return [h for _, h, _ in self.unit_output_shapes(input_size)]
 
+    # --- coupling geometry: where a branch for r x r faces can join this trunk --------------
+    def coupling_geometry(self) -> CouplingGeometry:
+        """Unit output sizes at the canonical input, measured once (one small forward pass)."""
+        return CouplingGeometry(self.arch, self.input_size, tuple(self.unit_names),
+                                tuple(self.unit_output_sizes()))
+
+    def available_resolutions(self) -> list[int]:
+        """Every r some unit outputs at r x r (below the canonical size)."""
+        return self.coupling_geometry().available_resolutions()
+
+    def coupling_candidates(self, r: int) -> list[int]:
+        """Every unit with an r x r output: where a branch for r can couple (Figure 7)."""
+        return self.coupling_geometry().candidates(r)
+
+    def coupling_unit(self, r: int) -> int:
+        """Index of the first unit whose output is r x r (BTNet's default coupling point)."""
+        return self.coupling_geometry().default_unit(r)
+
     def unit_module_names(self, upto: int) -> list[str]:
         """Qualified names of all modules used by units ``0 .. upto``."""
         names: list[str] = []
@@ -113,9 +119,40 @@ class Backbone(nn.Module):
 
     def truncated_copy(self, upto: int) -> Backbone:
         """A deep copy holding only what units ``0 .. upto`` need (the body of a branch)."""
-        keep = self.unit_module_names(upto)
-        clone = copy.deepcopy(self)
+        return self._partial_copy(self.unit_module_names(upto), share_weights=False)
+
+    def tail_copy(self, after: int, *, share_weights: bool) -> Backbone:
+        """This backbone from unit ``after + 1`` on: the later units and the head.
+
+        With ``share_weights`` every weighted module other than a BatchNorm (convolutions,
+        PReLUs, linears) *is* this backbone's module, so the copy trains and stores only its
+        own BatchNorms (and owns its parameter-free modules, e.g. dropout, whose train/eval mode
+        then follows the copy). Without it the copy owns everything (an untied tail).
+        """
+        return self._partial_copy(self.tail_module_names(after), share_weights=share_weights)
+
+    def _partial_copy(self, keep: list[str], *, share_weights: bool) -> Backbone:
+        """Deep-copy only the modules named in ``keep`` (and their ancestors), maybe sharing leaves.
+
+        Modules outside ``keep`` are entered in the deepcopy memo as themselves, so they are
+        not copied before being pruned; shared leaves are entered the same way and stay shared.
+        """
+        memo: dict[int, object] = {}
+        for name, module in self.named_modules():
+            inside = any(name == k or name.startswith(k + ".") for k in keep)
+            if not inside and not any(k.startswith(name + ".") for k in keep) and name:
+                memo[id(module)] = module  # pruned below: do not copy it
+            elif share_weights and inside and _is_weighted_leaf(module):
+                memo[id(module)] = module
+        clone = copy.deepcopy(self, memo)
         _prune(clone, "", keep)
+        if share_weights:
+            own = {id(t) for t in self.parameters()} | {id(t) for t in self.buffers()}
+            for name, module in clone.named_modules():
+                direct = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+                if not isinstance(module, BATCH_NORMS) and any(id(t) not in own for t in direct):
+                    raise TypeError(f"{type(self).__name__}.{name} holds its own tensors but is not "
+                                    "a leaf module: the shared tail cannot share them")
         return clone
 
     def reset_weights(self) -> None:
@@ -123,6 +160,48 @@ class Backbone(nn.Module):
         for m in self.modules():
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _is_weighted_leaf(module: nn.Module) -> bool:
+    """A module without children that holds tensors and is not a BatchNorm (conv, PReLU, linear)."""
+    if isinstance(module, BATCH_NORMS) or next(module.children(), None) is not None:
+        return False
+    return next(module.parameters(), None) is not None or next(module.buffers(), None) is not None
+
+
+@dataclass(frozen=True)
+class CouplingGeometry:
+    """Which unit outputs which spatial size, for a trunk at its canonical input size."""
+
+    arch: str
+    canonical: int
+    unit_names: tuple[str, ...]
+    unit_sizes: tuple[int, ...]
+
+    def available_resolutions(self) -> list[int]:
+        return sorted({s for s in self.unit_sizes if s < self.canonical})
+
+    def candidates(self, r: int) -> list[int]:
+        return [i for i, size in enumerate(self.unit_sizes) if size == r]
+
+    def default_unit(self, r: int) -> int:
+        found = self.candidates(r)
+        if not found:
+            raise ValueError(
+                f"no unit of {self.arch} at input {self.canonical} outputs {r}x{r}; "
+                f"branches are possible for {self.available_resolutions()}"
+            )
+        return found[0]
+
+    def check_unit(self, r: int, unit: int) -> int:
+        """``unit`` if it outputs r x r (a deeper coupling point), else a clear error."""
+        if int(unit) not in self.candidates(r):
+            names = [self.unit_names[i] for i in self.candidates(r)]
+            raise ValueError(f"unit {unit} does not output {r}x{r}; units that do: {names}")
+        return int(unit)
 
 
 def _prune(module: nn.Module, prefix: str, keep: Iterable[str]) -> None:

@@ -7,54 +7,107 @@ with the shape the trunk expects. The units after the coupling point and the hea
 all paths; only their BatchNorm layers are kept per resolution, because feature statistics of a
 7-pixel face differ from those of a 112-pixel one.
 
-Per-resolution BatchNorm is applied with :func:`torch.func.functional_call`: the trunk keeps its
-arcface_torch layout and its own BN (the trunk path), while path r swaps in its own BN
-parameters and running statistics for the duration of the call. A path can also be *untied*
-(Table 3's rows without a fixed trunk): then it owns a full copy of the shared tail.
+Each path is a registered module, ``model.paths["r7"]``: the branch, then a *tail* built like
+the trunk after the coupling unit whose convolutions, PReLUs and linears are the trunk's own
+modules (shared parameters) and whose BatchNorms are r's own. Training, inference and ONNX
+export all run that one module. A path can also be *untied* (Table 3's rows without a fixed
+trunk): the same construction with every module of the tail owned by the path.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from btnet.models.backbone import Backbone, set_strides_to_one
-
-TRUNK = "trunk"
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+from btnet.models.backbone import BATCH_NORMS, Backbone, set_strides_to_one
 
 
-def _key(r: int) -> str:
+def path_key(r: int) -> str:
+    """Key of the path serving r x r faces in :attr:`BTNet.paths`."""
     return f"r{int(r)}"
 
 
-def _pack(name: str) -> str:
-    """Module names may not contain dots; '-' never occurs in backbone module names."""
-    return name.replace(".", "-")
-
-
-def _unpack(name: str) -> str:
-    return name.replace("-", ".")
-
-
 class Branch(nn.Module):
-    """The body of a branch: the trunk's first ``num_units`` units, strides set to 1."""
+    """The body of a branch: the trunk's units up to the coupling unit, strides set to 1."""
 
-    def __init__(self, body: Backbone, num_units: int):
+    def __init__(self, body: Backbone):
         super().__init__()
         self.body = body
-        self.num_units = num_units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.forward_units(x, 0, self.num_units)
+        return self.body.forward_units(x)
+
+
+class BranchPath(nn.Module):
+    """Path r: ``branch`` (r x r face -> coupling-point feature), then ``tail`` (-> embedding).
+
+    A tied tail shares every weighted module but its BatchNorms with the trunk; an untied one
+    owns everything. What the path *owns* (what trains with it and what is stored for it) is
+    the branch plus the tail's BatchNorms, or plus the whole tail when untied.
+
+    ``tail`` is an instance of the trunk's class with the units before the coupling point
+    removed: its ``input_size`` and ``config`` still describe the trunk, and its blocks keep
+    the trunk's names (``tail.get_submodule("layer3.0")``; positions in a pruned layer shift).
+    """
+
+    def __init__(self, resolution: int, coupling: int, branch: Branch, tail: Backbone, tied: bool):
+        super().__init__()
+        self.resolution = int(resolution)
+        self.coupling = int(coupling)  # index of the trunk unit the branch replaces up to
+        self.branch = branch
+        self.tail = tail
+        self.tied = bool(tied)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.branch(x))
+
+    def owned_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name in the tail, module)`` of the tail modules this path owns."""
+        if not self.tied:
+            return [("", self.tail)]
+        return [(name, m) for name, m in self.tail.named_modules() if isinstance(m, BATCH_NORMS)]
+
+    def owned_parameters(self) -> list[nn.Parameter]:
+        params = list(self.branch.parameters())
+        for _, module in self.owned_modules():
+            params += list(module.parameters())
+        return params
+
+    def stored_state(self) -> dict[str, torch.Tensor]:
+        """The stored layout: ``branch.<body key>`` and ``shared.<tail key>`` for owned tensors."""
+        state = {f"branch.{k}": v for k, v in self.branch.body.state_dict().items()}
+        for name, module in self.owned_modules():
+            prefix = f"shared.{name}." if name else "shared."
+            state.update({prefix + k: v for k, v in module.state_dict().items()})
+        return state
+
+    def load_stored_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`stored_state`; every key must match (strict)."""
+        own = self.stored_state()
+        if set(state) != set(own):
+            extra = sorted(set(state) - set(own))[:5]
+            missing = sorted(set(own) - set(state))[:5]
+            raise ValueError(f"path {self.resolution}: unexpected keys {extra}, missing keys {missing}")
+        bad = [k for k, v in state.items() if v.shape != own[k].shape]
+        if bad:
+            raise ValueError(f"path {self.resolution}: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
+                             f"the model's is {tuple(own[bad[0]].shape)}")
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v)
+
+    def extra_repr(self) -> str:
+        return f"r={self.resolution}, coupling unit {self.coupling}, {'tied' if self.tied else 'untied'}"
 
 
 class BTNet(nn.Module):
-    """A trunk plus branches for ``resolutions``; ``model(x)`` routes by x's spatial size."""
+    """A trunk plus branches for ``resolutions``; ``model(x)`` routes by x's spatial size.
+
+    ``paths`` holds one module per input size served: ``paths["r7"]`` ... and
+    ``paths[f"r{S}"]``, the trunk itself.
+    """
 
     def __init__(
         self,
@@ -67,228 +120,126 @@ class BTNet(nn.Module):
         self.trunk = trunk
         self.canonical = int(trunk.input_size)
         self.embedding_size = int(trunk.embedding_size)
-        self.branches = nn.ModuleDict()
-        self.overrides = nn.ModuleDict()
-        self.coupling: dict[int, int] = {}
-        self.untied: set[int] = set()
-        self._unit_sizes = trunk.unit_output_sizes()
+        self.geometry = trunk.coupling_geometry()
+        self.paths = nn.ModuleDict({path_key(self.canonical): trunk})
         couplings = couplings or {}
         for r in resolutions:
             self.add_resolution(int(r), pretrained=pretrained_branches, unit=couplings.get(int(r)))
 
-    # --- construction ------------------------------------------------------------------------
+    # --- what is served ----------------------------------------------------------------------
+    def _branch_paths(self) -> list[BranchPath]:
+        return [p for p in self.paths.values() if isinstance(p, BranchPath)]
+
     @property
     def resolutions(self) -> tuple[int, ...]:
-        return tuple(sorted(self.coupling))
+        """The branch resolutions (below the canonical size)."""
+        return tuple(p.resolution for p in self._branch_paths())
 
     @property
-    def paths(self) -> tuple[int, ...]:
-        """All input resolutions served, the canonical size (trunk) included."""
+    def input_sizes(self) -> tuple[int, ...]:
+        """Every input size with a path, the canonical size (the trunk) last."""
         return (*self.resolutions, self.canonical)
 
-    def available_resolutions(self) -> list[int]:
-        """Every r some unit outputs at r x r (below the canonical size)."""
-        return sorted({s for s in self._unit_sizes if s < self.canonical})
+    @property
+    def coupling(self) -> dict[int, int]:
+        """Coupling unit index of each branch resolution."""
+        return {p.resolution: p.coupling for p in self._branch_paths()}
 
-    def coupling_unit(self, r: int) -> int:
-        """Index of the first unit whose output is r x r."""
-        for i, size in enumerate(self._unit_sizes):
-            if size == r:
-                return i
-        raise ValueError(
-            f"no unit of {self.trunk.arch} at input {self.canonical} outputs {r}x{r}; "
-            f"branches are possible for {self.available_resolutions()}"
-        )
-
-    def coupling_candidates(self, r: int) -> list[int]:
-        """Every unit with an r x r output: where a branch for r can couple (Figure 7)."""
-        return [i for i, size in enumerate(self._unit_sizes) if size == r]
+    @property
+    def untied(self) -> set[int]:
+        return {p.resolution for p in self._branch_paths() if not p.tied}
 
     def coupling_name(self, r: int) -> str:
-        return self.trunk.unit_names[self.coupling[r]]
+        return self.trunk.unit_names[self.branch_path(r).coupling]
 
+    def path(self, r: int) -> nn.Module:
+        """The module serving r x r faces (a :class:`BranchPath`, or the trunk at the canonical size)."""
+        key = path_key(r)
+        if key not in self.paths:
+            raise ValueError(
+                f"no path for {r}x{r} inputs: this BTNet serves {list(self.input_sizes)}; "
+                "resize the face or route it with a BranchSelector (btnet.inference)"
+            )
+        return self.paths[key]
+
+    def branch_path(self, r: int) -> BranchPath:
+        if int(r) == self.canonical:
+            raise ValueError(f"{r} is the canonical size: it is served by the trunk, not a branch")
+        return self.path(r)  # type: ignore[return-value]
+
+    # --- construction ------------------------------------------------------------------------
     def add_resolution(self, r: int, pretrained: bool = True, unit: int | None = None) -> None:
-        """Create branch r (copy of the trunk up to its coupling unit) and its own BatchNorms.
+        """Create path r: a branch (copy of the trunk up to its coupling unit) and a tied tail.
 
         ``unit`` moves the coupling point deeper than the default (the first unit with an
         r x r output) to any later unit whose output is still r x r.
         """
+        r = int(r)
         if r == self.canonical:
             raise ValueError(f"{r} is the canonical size: it is served by the trunk itself")
-        if r in self.coupling:
+        if path_key(r) in self.paths:
             raise ValueError(f"resolution {r} already has a branch")
-        k = self.coupling_unit(r)
-        if unit is not None:
-            if int(unit) not in self.coupling_candidates(r):
-                names = [self.trunk.unit_names[i] for i in self.coupling_candidates(r)]
-                raise ValueError(f"unit {unit} does not output {r}x{r}; units that do: {names}")
-            k = int(unit)
+        k = self.geometry.default_unit(r) if unit is None else self.geometry.check_unit(r, unit)
         body = self.trunk.truncated_copy(k)
         set_strides_to_one(body)
         if not pretrained:
             body.reset_weights()
         for p in body.parameters():
             p.requires_grad_(True)
-        self.branches[_key(r)] = Branch(body, k + 1)
-        bns = nn.ModuleDict()
-        for name in self.trunk.tail_module_names(k):
-            module = self.trunk.get_submodule(name)
-            for sub, m in module.named_modules():
-                if isinstance(m, _BN_TYPES):
-                    bns[_pack(f"{name}.{sub}" if sub else name)] = copy.deepcopy(m)
-        self.overrides[_key(r)] = bns
-        self.coupling[r] = k
+        tail = self.trunk.tail_copy(k, share_weights=True)
+        self._set_path(BranchPath(r, k, Branch(body), tail, tied=True))
 
-    def init_branch_from_trunk(self, r: int) -> None:
-        """Reset branch r and its BatchNorms to copies of the current trunk."""
-        untied, unit = r in self.untied, self.coupling[r]
-        del self.branches[_key(r)], self.overrides[_key(r)], self.coupling[r]
-        self.untied.discard(r)
-        self.add_resolution(r, pretrained=True, unit=unit)
-        if untied:
-            self.untie(r)
+    def _set_path(self, path: BranchPath) -> None:
+        """Register ``path``, keeping ``paths`` ordered by input size (the trunk last)."""
+        entries = {**dict(self.paths.items()), path_key(path.resolution): path}
+        ordered = sorted(entries.items(), key=lambda kv: int(kv[0][1:]))
+        self.paths = nn.ModuleDict(ordered)
 
     def untie(self, r: int) -> None:
-        """Give path r its own copy of the whole shared tail (keeping its trained BatchNorms)."""
-        if r in self.untied:
+        """Give path r its own copy of the whole tail (keeping its trained BatchNorms)."""
+        old = self.branch_path(r)
+        if not old.tied:
             return
-        k = self.coupling[r]
-        old = self.overrides[_key(r)]
-        tail = nn.ModuleDict()
-        for name in self.trunk.tail_module_names(k):
-            module = copy.deepcopy(self.trunk.get_submodule(name))
-            if not any(True for _ in module.parameters()) and not any(True for _ in module.buffers()):
-                continue
-            for packed, bn in old.items():
-                qualified = _unpack(packed)
-                if qualified == name:
-                    module = copy.deepcopy(bn)
-                elif qualified.startswith(name + "."):
-                    module.get_submodule(qualified[len(name) + 1 :]).load_state_dict(bn.state_dict())
-            tail[_pack(name)] = module
-        self.overrides[_key(r)] = tail
-        self.untied.add(r)
+        tail = self.trunk.tail_copy(old.coupling, share_weights=False)
+        for name, bn in old.owned_modules():
+            tail.get_submodule(name).load_state_dict(bn.state_dict())
+        self._set_path(BranchPath(old.resolution, old.coupling, old.branch, tail, tied=False))
 
     # --- parameters --------------------------------------------------------------------------
     def freeze_shared(self) -> None:
-        """Freeze the trunk (the trunk path and every tied path's shared convolutions)."""
+        """Freeze the trunk (the trunk path and every tied path's shared modules)."""
         for p in self.trunk.parameters():
             p.requires_grad_(False)
 
     def path_parameters(self, r: int) -> list[nn.Parameter]:
-        """Trainable parameters owned by path r: its branch and its per-resolution layers."""
-        if r == self.canonical:
+        """Trainable parameters owned by path r: its branch and its own tail modules."""
+        if int(r) == self.canonical:
             return [p for p in self.trunk.parameters() if p.requires_grad]
-        params = list(self.branches[_key(r)].parameters()) + list(self.overrides[_key(r)].parameters())
-        return [p for p in params if p.requires_grad]
+        return [p for p in self.branch_path(r).owned_parameters() if p.requires_grad]
 
     def path_state(self, r: int) -> dict[str, torch.Tensor]:
         """Everything path r stores beyond the trunk: ``branch.*`` and ``shared.*`` tensors."""
-        state = {f"branch.{k}": v for k, v in self.branches[_key(r)].body.state_dict().items()}
-        for packed, module in self.overrides[_key(r)].items():
-            for k, v in module.state_dict().items():
-                state[f"shared.{_unpack(packed)}.{k}"] = v
-        return state
+        return self.branch_path(r).stored_state()
 
     def load_path_state(self, r: int, state: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`path_state`; every key must match (strict)."""
-        branch = {k[len("branch.") :]: v for k, v in state.items() if k.startswith("branch.")}
-        self.branches[_key(r)].body.load_state_dict(branch, strict=True)
-        for packed, module in self.overrides[_key(r)].items():
-            prefix = f"shared.{_unpack(packed)}."
-            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            module.load_state_dict(sub, strict=True)
-        expected = set(self.path_state(r))
-        if set(state) != expected:
-            extra = sorted(set(state) - expected)[:5]
-            missing = sorted(expected - set(state))[:5]
-            raise ValueError(f"path {r}: unexpected keys {extra}, missing keys {missing}")
-
-    def _override_tensors(self, r: int) -> dict[str, torch.Tensor]:
-        tensors: dict[str, torch.Tensor] = {}
-        for packed, module in self.overrides[_key(r)].items():
-            qualified = _unpack(packed)
-            for k, v in module.named_parameters():
-                tensors[f"{qualified}.{k}"] = v
-            for k, v in module.named_buffers():
-                tensors[f"{qualified}.{k}"] = v
-        return tensors
+        self.branch_path(r).load_stored_state(state)
 
     # --- forward -----------------------------------------------------------------------------
-    def resolve_path(self, size: int) -> int:
-        if size == self.canonical or size in self.coupling:
-            return int(size)
-        raise ValueError(
-            f"no path for {size}x{size} inputs: this BTNet serves {list(self.paths)}; "
-            "resize the face or route it with a BranchSelector (btnet.inference)"
-        )
-
-    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of a batch of r x r faces through path r (the trunk for the canonical size)."""
-        if not isinstance(x, torch.Tensor):
-            sizes = sorted({tuple(t.shape[-2:]) for t in x})
-            if len(sizes) != 1:
-                raise ValueError(
-                    f"a batch must hold faces of one size, got {sizes}; split it by size or use "
-                    "btnet.inference.MultiResolutionEncoder, which batches by branch"
-                )
-            x = torch.stack(list(x)) if x[0].dim() == 3 else torch.cat(list(x))
         h, w = x.shape[-2:]
         if h != w:
             raise ValueError(f"BTNet paths take square inputs, got {w}x{h}")
-        return self.forward_path(x, self.resolve_path(int(h)))
-
-    def forward_path(self, x: torch.Tensor, path: int | str) -> torch.Tensor:
-        r = self.canonical if path == TRUNK else int(path)
-        if r == self.canonical:
-            return self.trunk(x)
-        feat = self.branches[_key(r)](x)
-        return self.shared_forward(feat, r)
-
-    def shared_forward(self, feat: torch.Tensor, r: int) -> torch.Tensor:
-        """Run the shared tail on a coupling-point feature with path r's own layers."""
-        return functional_call(
-            self.trunk, self._override_tensors(r), (feat,), {"start": self.coupling[r] + 1}
-        )
-
-    def branch_features(self, x_r: torch.Tensor, r: int) -> torch.Tensor:
-        """Branch r's output (N x C x r x r), the student of branch distillation."""
-        return self.branches[_key(r)](x_r)
+        return self.path(int(h))(x)
 
     def trunk_features_at_coupling(self, x_s: torch.Tensor, r: int) -> torch.Tensor:
         """The trunk's output at r's coupling unit on the canonical image (the teacher)."""
-        return self.trunk.forward_units(x_s, 0, self.coupling[r] + 1)
-
-    def export_path(self, path: int | str) -> PathModule:
-        """A standalone copy of one path (for ONNX export and fast inference)."""
-        r = self.canonical if path == TRUNK else int(path)
-        trunk = copy.deepcopy(self.trunk)
-        if r == self.canonical:
-            return PathModule(None, trunk, 0)
-        for name, tensor in self._override_tensors(r).items():
-            module_name, attr = name.rsplit(".", 1)
-            target = getattr(trunk.get_submodule(module_name), attr)
-            target.data = tensor.detach().clone()
-        return PathModule(copy.deepcopy(self.branches[_key(r)]), trunk, self.coupling[r] + 1)
+        return self.trunk.forward_units(x_s, 0, self.branch_path(r).coupling + 1)
 
     def extra_repr(self) -> str:
         parts = [f"canonical={self.canonical}"]
-        for r in self.resolutions:
-            tied = "untied" if r in self.untied else "tied"
-            parts.append(f"r{r}: coupled after {self.coupling_name(r)} ({tied})")
+        for p in self._branch_paths():
+            tied = "tied" if p.tied else "untied"
+            parts.append(f"r{p.resolution}: coupled after {self.coupling_name(p.resolution)} ({tied})")
         return ", ".join(parts)
-
-
-class PathModule(nn.Module):
-    """One BTNet path as a plain module: ``branch`` (if any) then the trunk from ``start``."""
-
-    def __init__(self, branch: Branch | None, trunk: Backbone, start: int):
-        super().__init__()
-        self.branch = branch
-        self.trunk = trunk
-        self.start = start
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.branch is not None:
-            x = self.branch(x)
-        return self.trunk(x, start=self.start)

@@ -104,10 +104,10 @@ def cost_report(model: BTNet) -> CostReport:
             PathCost(
                 resolution=r,
                 coupling_unit=model.coupling_name(r),
-                branch_params=count_params(model.branches[f"r{r}"]),
+                branch_params=count_params(model.branch_path(r).branch),
                 stored_params=stored,
                 stored_percent=100.0 * stored / trunk_params,
-                btnet_macs=count_macs(model.export_path(r), r),
+                btnet_macs=count_macs(model.path(r), r),
                 upsample_macs=trunk_macs,
             )
         )

@@ -114,12 +114,14 @@ class IResNet(Backbone):
         self._init_weights()
 
     def unit_specs(self) -> list[tuple[str, tuple[str, ...]]]:
-        specs: list[tuple[str, tuple[str, ...]]] = [("stem", ("conv1", "bn1", "prelu"))]
+        # A branch body lacks the later units, a tail copy the earlier ones: list what is here.
+        specs: list[tuple[str, tuple[str, ...]]] = []
+        if "conv1" in self._modules:
+            specs.append(("stem", ("conv1", "bn1", "prelu")))
         for i in range(1, 5):
-            layer = getattr(self, f"layer{i}", None)
-            if layer is None:  # a truncated copy (branch body)
-                break
-            specs += [(f"layer{i}.{j}", (f"layer{i}.{j}",)) for j in range(len(layer))]
+            layer = self._modules.get(f"layer{i}")
+            if layer is not None:
+                specs += [(f"layer{i}.{j}", (f"layer{i}.{j}",)) for j in layer._modules]
         return specs
 
     def head_module_names(self) -> list[str]:

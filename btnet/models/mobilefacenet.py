@@ -161,7 +161,9 @@ class MobileFaceNet(Backbone):
         self._init_weights()
 
     def unit_specs(self) -> list[tuple[str, tuple[str, ...]]]:
-        return [(f"layers.{i}", (f"layers.{i}",)) for i in range(len(self.layers))]
+        # A branch body or a tail copy holds only some of the layers: list what is here.
+        layers = self._modules.get("layers")
+        return [] if layers is None else [(f"layers.{i}", (f"layers.{i}",)) for i in layers._modules]
 
     def head_module_names(self) -> list[str]:
         return ["conv_sep", "features"]

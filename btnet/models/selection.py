@@ -74,7 +74,11 @@ class BranchSelector:
         """Resolution of the path for a face of ``height`` x ``width`` pixels."""
         if height <= 0 or width <= 0:
             raise ValueError(f"face size must be positive, got {width}x{height}")
-        v = self.indicator_value(height, width)
+        return self.select_value(self.indicator_value(height, width))
+
+    def select_value(self, v: float) -> int:
+        """Path for an indicator value ``v``: a face size, or an estimated effective resolution
+        (quality-aware routing, :mod:`btnet.models.quality`)."""
         chosen = self.paths[0]
         for threshold, path in zip(self.thresholds, self.paths[1:]):
             if v >= threshold:

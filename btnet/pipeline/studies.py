@@ -292,6 +292,14 @@ def _cost_section(study: Study, btnet_stage: StageResult | None, results=()) -> 
     return report.to_dict()
 
 
+def _accuracy_note(study: Study) -> str:
+    """The fold count and k-fold protocol of a study's accuracy tables, in words."""
+    from btnet.evaluation.report import accuracy_caption
+    from btnet.evaluation.verification import default_protocol
+
+    return accuracy_caption([default_protocol(study.pair_set())], [10])
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -353,7 +361,7 @@ def run_table3(opts: StudyOptions, echo=print) -> Path:
                      "–" if stored is None else f"{stored / 1e6:.3f}M"])
     body = (f"Resolution r = {r}, canonical size S = {opts.canonical}, trunk: phi_mr v1; data: "
             f"{study.source.description}. {opts.mr_trunk_recipe()} "
-            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{_accuracy_note(study)}\n\n"
             + _md_table(["training method", *settings, "stored params"], rows))
     return _finish(study, study.root / "report", "Table 3: training methods", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -373,7 +381,7 @@ def run_table4(opts: StudyOptions, echo=print) -> Path:
         results += res
         rows.append([loss, *_acc_cells(res, f"BTNet ({loss})", settings)])
     body = (f"Branches on the phi_mr v1 trunk; data: {study.source.description}. "
-            f"{opts.mr_trunk_recipe()} Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{opts.mr_trunk_recipe()} {_accuracy_note(study)}\n\n"
             + _md_table(["influence loss", *settings], rows))
     return _finish(study, study.root / "report", "Table 4: influence loss", body,
                    {"rows": rows, "results": [x.to_dict() for x in results]}, echo)
@@ -445,17 +453,17 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     For each resolution r, one branch per unit with an r x r output (offset 0 is BTNet's
     default, the first such unit; larger offsets couple deeper and store more).
     """
-    from btnet.models import BTNet, build_backbone
+    from btnet.models import build_backbone
 
     study = Study(opts, echo)
     trunk = study.mr_trunk("v1")
-    probe = BTNet(build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
-                                               if k != "arch"}), ())
+    geometry = build_backbone(opts.arch, **{k: v for k, v in opts.model_params().items()
+                                            if k != "arch"}).coupling_geometry()
     rows, points = [], []
     for r in opts.resolutions:
         settings = [f"{opts.canonical}&{r}", f"{r}&{r}"]
-        for offset, unit in enumerate(probe.coupling_candidates(r)):
-            name = probe.trunk.unit_names[unit]
+        for offset, unit in enumerate(geometry.candidates(r)):
+            name = geometry.unit_names[unit]
             stage = study.branches(trunk, name=f"figure7_r{r}_{name}", resolutions=[r],
                                    coupling_offset=offset)
             label = f"r{r}@{name}"
@@ -470,7 +478,7 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     _plot_figure7(points, opts.canonical, report_dir / "figure7.png")
     body = (f"Branches on the phi_mr v1 trunk, coupled at every unit with an r x r output; "
             f"data: {study.source.description}. {opts.mr_trunk_recipe()} "
-            "Accuracy (%) mean ± std over 10 folds.\n\n"
+            f"{_accuracy_note(study)}\n\n"
             + _md_table(["r", "coupled after", "S&r", "r&r", "stored params"], rows)
             + "\n\n![figure 7](figure7.png)")
     return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -197,6 +198,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         if tp is int and float(value) != int(value):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return tp(value)
@@ -235,7 +238,22 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise FileNotFoundError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: circular 'base:' chain")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark is not None:
+            problem += f"; {context} at line {cmark.line + 1}"
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    if data is None:
+        # An empty file would otherwise train the full default model into runs/trunk.
+        raise ConfigError(f"{path}: the config file is empty; start from one in configs/ "
+                          "(e.g. configs/cpu/trunk_mr_v1.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     base = data.pop("base", None)
@@ -260,8 +278,56 @@ def parse_overrides(overrides: list[str] | None) -> dict:
     return out
 
 
+# (key, lowest, highest, lowest included): numbers outside fail before any step is taken.
+_RANGES: tuple[tuple[str, float, float, bool], ...] = (
+    ("model.input_size", 1, 4096, True),
+    ("model.width", 1, 4096, True),
+    ("model.embedding_size", 1, 65536, True),
+    ("loss.s", 0, 1e4, False),
+    ("loss.m", 0, 3.2, True),
+    ("optim.lr", 0, 100, True),  # 0: weights stay put (BN statistics still update)
+    ("optim.momentum", 0, 1, True),
+    ("optim.weight_decay", 0, 1, True),
+    ("optim.betas", 0, 1, True),
+    ("optim.eps", 0, 1, False),
+    ("optim.grad_clip", 0, float("inf"), True),
+    ("schedule.warmup_steps", 0, float("inf"), True),
+    ("schedule.warmup_epochs", 0, float("inf"), True),
+    ("schedule.power", 0, 100, True),
+    ("schedule.min_lr", 0, 100, True),
+    ("train.epochs", 0, 1e6, True),
+    ("train.max_steps", 0, float("inf"), True),
+    ("train.num_threads", 0, 4096, True),
+    ("train.log_every", 1, float("inf"), True),
+    ("train.ckpt_every", 0, float("inf"), True),
+    ("branch.distill_weight", 0, 1e6, True),
+    ("branch.embed_distill_weight", 0, 1e6, True),
+    ("branch.coupling_offset", 0, 1000, True),
+    ("branch.resolutions", 1, 4096, True),
+    ("mm.resolutions", 1, 4096, True),
+    ("eval.every", 0, float("inf"), True),
+    ("eval.batch_size", 1, float("inf"), True),
+    ("data.num_workers", 0, 1024, True),
+)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Refuse out-of-range numbers before training (non-finite ones fail in ``_coerce``)."""
+    for key, lo, hi, lo_ok in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            if v < lo or (v == lo and not lo_ok) or v > hi:
+                low = f"{'>=' if lo_ok else '>'} {lo:g}"
+                high = f" and <= {hi:g}" if math.isfinite(hi) else ""
+                raise ConfigError(f"{key} must be {low}{high}, got {v!r}")
+
+
 def validate(cfg: Config) -> Config:
     """Value checks the types alone cannot express."""
+    _check_ranges(cfg)
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}; choose one of {', '.join(RECIPES)}")
     if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:

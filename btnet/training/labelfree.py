@@ -47,46 +47,40 @@ class LabelFreeBranchTask(nn.Module):
         if self.distill_weight <= 0 and self.embed_weight <= 0:
             raise ValueError("label-free branches need distill_weight > 0 or embed_weight > 0")
 
-    def teacher(self, x_s: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
-        """The trunk's coupling features (per r) and embedding of the S-pixel faces."""
-        trunk = self.model.trunk
-        was_training = trunk.training
-        trunk.eval()
-        try:
-            with torch.no_grad():  # one trunk pass, coupling features taken on the way
-                emb = None
-                if self.embed_weight > 0:
-                    emb, units = trunk(x_s, return_units=True)
-                    feats = {r: units[self.model.coupling[r]] for r in self.resolutions}
-                else:
-                    feats = self._coupling_features(x_s)
-        finally:
-            trunk.train(was_training)
-        return feats, emb
+    def train(self, mode: bool = True) -> LabelFreeBranchTask:
+        super().train(mode)
+        self.model.trunk.eval()  # the teacher: its BatchNorm statistics never move
+        return self
 
-    def _coupling_features(self, x_s: torch.Tensor) -> dict[int, torch.Tensor]:
+    @torch.no_grad()
+    def teacher(self, x_s: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """The trunk's coupling features (per r) and embedding of the S-pixel faces, in one
+        pass (features taken on the way)."""
+        trunk = self.model.trunk
         by_unit = {self.model.coupling[r]: r for r in self.resolutions}
-        feats, h, done = {}, x_s, 0
+        feats: dict[int, torch.Tensor] = {}
+        h, done = x_s, 0
         for unit in sorted(by_unit):
-            h = self.model.trunk.forward_units(h, done, unit + 1)
+            h = trunk.forward_units(h, done, unit + 1)
             done = unit + 1
             feats[by_unit[unit]] = h
-        return feats
+        emb = trunk.forward_head(trunk.forward_units(h, done)) if self.embed_weight > 0 else None
+        return feats, emb
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats, t_emb = self.teacher(batch["x"])
         total = torch.zeros((), device=batch["x"].device)
         out: dict[str, torch.Tensor] = {}
         for r in self.resolutions:
-            branch_out = self.model.branch_features(batch[f"x{r}"], r)
+            path = self.model.branch_path(r)
+            branch_out = path.branch(batch[f"x{r}"])
             loss_r = torch.zeros((), device=total.device)
             if self.distill_weight > 0:
                 dist = branch_distillation(branch_out, feats[r])
                 loss_r = loss_r + self.distill_weight * dist
                 out[f"distill{r}"] = dist.detach()
             if t_emb is not None:
-                emb = self.model.shared_forward(branch_out, r)
-                edist = self.embed_loss(emb, t_emb)
+                edist = self.embed_loss(path.tail(branch_out), t_emb)
                 loss_r = loss_r + self.embed_weight * edist
                 out[f"edistill{r}"] = edist.detach()
             total = total + loss_r
@@ -108,8 +102,8 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
 
     bc = cfg.branch
     trunk, _, source = check_branch_pairing(cfg, dataset, resolutions)
-    probe = BTNet(trunk, ())
-    couplings = {r: probe.coupling_candidates(r)[bc.coupling_offset] for r in resolutions}
+    geometry = trunk.coupling_geometry()
+    couplings = {r: geometry.candidates(r)[bc.coupling_offset] for r in resolutions}
     model = BTNet(trunk, resolutions, pretrained_branches=bc.pretrained, couplings=couplings)
     if bc.fixed_trunk:
         model.freeze_shared()

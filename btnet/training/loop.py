@@ -122,6 +122,20 @@ class LoopResult:
     eval_metrics: dict = field(default_factory=dict)
 
 
+def channels_last_crashing_convs(module: nn.Module) -> list[str]:
+    """Convolutions whose channels_last CPU backward crashes the process in oneDNN.
+
+    Why: a strided 1x1 convolution with fewer than 8 input channels (a width-4 IResNet's first
+    down-sample shortcut) aborts with "corrupted size vs. prev_size" in its weight gradient,
+    reproduced without btnet; 3x3 convolutions and 8+ channels are unaffected.
+    """
+    return [
+        name for name, m in module.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+        and max(m.stride) > 1 and m.in_channels < 8
+    ]
+
+
 class Trainer:
     """Runs one recipe to ``total_steps``: DDP, AMP, accumulation, logging, checkpoints."""
 
@@ -143,6 +157,12 @@ class Trainer:
         # process ~10x slower (measured here: 200 -> 70 img/s within 30 steps); flush them.
         torch.set_flush_denormal(True)
         self.channels_last = bool(t.channels_last)
+        unsafe = channels_last_crashing_convs(self.task) if self.device.type == "cpu" else []
+        if self.channels_last and unsafe:
+            log.warning("train.channels_last ignored: PyTorch's CPU backward of a strided 1x1 "
+                        "convolution with < 8 input channels in channels_last corrupts the heap "
+                        "(seen with torch 2.13 on AMD EPYC); affected: %s", ", ".join(unsafe[:3]))
+            self.channels_last = False
         if self.channels_last:
             self.task = self.task.to(memory_format=torch.channels_last)
         if ctx.distributed and cfg.model.sync_bn:

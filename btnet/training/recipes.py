@@ -40,18 +40,18 @@ Sample = dict[str, np.ndarray]
 
 
 class ClassifierTask(nn.Module):
-    """Margin loss on the embedding of one path (the trunk, or BTNet path ``path``)."""
+    """Margin loss on the embedding of a backbone, or of BTNet path ``resolution``."""
 
-    def __init__(self, model: nn.Module, head: MarginHead, path: int | None = None):
+    def __init__(self, model: nn.Module, head: MarginHead, resolution: int | None = None):
         super().__init__()
         self.model = model
         self.head = head
-        self.path = path
+        self.resolution = resolution
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.path is None:
+        if self.resolution is None:
             return self.model(x)
-        return self.model.forward_path(x, self.path)
+        return self.model.path(self.resolution)(x)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         emb = self.embed(batch["x"])
@@ -63,10 +63,9 @@ class BranchTask(nn.Module):
     """BTNet branch training: margin (influence) loss on path r plus distillation towards the trunk.
 
     The trunk is the teacher: its coupling-unit features and embeddings of the S-pixel image
-    are computed without gradients and with the trunk in eval mode, so its running BatchNorm
-    statistics are never touched. (Path r's shared BatchNorms run through the trunk's BN
-    modules with r's own tensors swapped in, so the trunk is put back in training mode for the
-    student pass; that updates only r's statistics.)
+    are computed without gradients, and the trunk stays in eval mode whatever mode the task is
+    in, so its running BatchNorm statistics are never touched. Path r's own BatchNorms follow
+    the task's mode; a tied path shares only the trunk's weights, which have no mode.
     """
 
     def __init__(
@@ -93,18 +92,17 @@ class BranchTask(nn.Module):
         self.distill_weight = float(distill_weight)
         self.embed_distill_weight = float(embed_distill_weight)
 
+    def train(self, mode: bool = True) -> BranchTask:
+        super().train(mode)
+        self.model.trunk.eval()  # the teacher
+        return self
+
+    @torch.no_grad()
     def _teacher(self, x_s: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
-        trunk = self.model.trunk
-        was_training = trunk.training
-        trunk.eval()
-        try:
-            with torch.no_grad():
-                feats = {}
-                if self.distill_weight > 0:
-                    feats = {r: self.model.trunk_features_at_coupling(x_s, r) for r in self.resolutions}
-                emb = trunk(x_s) if self.embed_distill_weight > 0 else None
-        finally:
-            trunk.train(was_training)
+        feats = {}
+        if self.distill_weight > 0:
+            feats = {r: self.model.trunk_features_at_coupling(x_s, r) for r in self.resolutions}
+        emb = self.model.trunk(x_s) if self.embed_distill_weight > 0 else None
         return feats, emb
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -113,9 +111,9 @@ class BranchTask(nn.Module):
         total = torch.zeros((), device=labels.device)
         out: dict[str, torch.Tensor] = {}
         for r in self.resolutions:
-            x_r = batch[f"x{r}"]
-            branch_out = self.model.branch_features(x_r, r)
-            emb = self.model.shared_forward(branch_out, r)
+            path = self.model.branch_path(r)
+            branch_out = path.branch(batch[f"x{r}"])
+            emb = path.tail(branch_out)
             cls = self.heads[str(r)](emb, labels)
             loss_r = cls
             out[f"cls{r}"] = cls.detach()
@@ -294,7 +292,7 @@ def build_mm_recipe(cfg: Config, dataset, r: int) -> Recipe:
     _freeze_all_but(model, model.path_parameters(r))
     head = MarginHead(model.embedding_size, dataset.num_classes,
                       build_margin_loss(cfg.loss.name, cfg.loss.s, cfg.loss.m))
-    task = ClassifierTask(model, head, path=r)
+    task = ClassifierTask(model, head, resolution=r)
     selector = BranchSelector.from_rule((r,), "min", "near")
 
     def save(folder: Path) -> Path:
@@ -360,16 +358,16 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
     """
     bc = cfg.branch
     trunk, stored_cls, folder = load_trunk(cfg, dataset)
-    possible = BTNet(trunk, ()).available_resolutions()
+    geometry = trunk.coupling_geometry()
+    possible = geometry.available_resolutions()
     bad = [r for r in resolutions if r not in possible]
     if bad:
         raise ConfigError(
             f"the trunk {trunk.arch} at S={trunk.input_size} has no unit with a {bad[0]}x{bad[0]} "
             f"output, so no branch can couple there; branch.resolutions may use {possible}"
         )
-    probe = BTNet(trunk, ())
     for r in resolutions:
-        units = probe.coupling_candidates(r)
+        units = geometry.candidates(r)
         if not 0 <= bc.coupling_offset < len(units):
             raise ConfigError(
                 f"branch.coupling_offset={bc.coupling_offset}: the trunk has {len(units)} unit(s) "
@@ -399,8 +397,8 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
 
     bc = cfg.branch
     trunk, weight, folder = check_branch_pairing(cfg, dataset, resolutions)
-    probe = BTNet(trunk, ())
-    couplings = {r: probe.coupling_candidates(r)[bc.coupling_offset] for r in resolutions}
+    geometry = trunk.coupling_geometry()
+    couplings = {r: geometry.candidates(r)[bc.coupling_offset] for r in resolutions}
     model = BTNet(trunk, resolutions, pretrained_branches=bc.pretrained, couplings=couplings)
     classifier = NormalizedClassifier(trunk.embedding_size, dataset.num_classes)
     if weight is not None:

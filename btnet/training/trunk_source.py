@@ -111,6 +111,10 @@ def open_trunk_source(source: str | Path, input_size: int | None = None,
     except ImportError:
         open_trunk = None
     if open_trunk is not None:
+        if not is_trunk_file(source):  # the recipe's message for a missing trunk folder
+            from btnet.training.recipes import resolve_model_folder
+
+            source = resolve_model_folder(source)
         trunk = open_trunk(source, input_size=input_size)
         if trunk.kind == "onnx" and calibration is not None:
             trunk.restore_batchnorm_statistics(calibration(), described_as="training images")

@@ -159,6 +159,7 @@ def test_export_pairs_to_bin_keeps_bytes(tmp_path):
     assert ps.images.read_encoded(3) == (tmp_path / "imgs/id01/0.jpg").read_bytes()
 
 
+@pytest.mark.shared_data
 def test_real_lfw_pairs(shared_data):
     ps = open_pair_set(shared_data / "lfw" / "pairs.txt")
     assert len(ps) == 6000 and int(ps.issame.sum()) == 3000

@@ -19,8 +19,8 @@ def make_tiny_btnet(seed: int = 0, embedding_size: int = 32) -> BTNet:
     )
     model.train()
     with torch.no_grad():
-        for r in model.paths:
-            model.forward_path(torch.randn(6, 3, r, r) * 0.8, r)
+        for r in model.input_sizes:
+            model(torch.randn(6, 3, r, r) * 0.8)
     return model.eval()
 
 

@@ -104,6 +104,7 @@ def _lfw_precise_points(shared_data, rel: str) -> np.ndarray:
     return apply_transform(estimate_similarity(src, ARCFACE_TEMPLATE), src)
 
 
+@pytest.mark.shared_data
 def test_real_lfw_face_from_a_landmark_file(shared_data, tmp_path):
     rel = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
     face = read_image(shared_data / "lfw" / "images" / rel)
@@ -170,6 +171,7 @@ def test_detection_without_dlib_says_how_to_install(tmp_path, capsys, monkeypatc
     assert "align" in capsys.readouterr().err
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(not _dlib_installed(), reason="needs the align extra (dlib)")
 def test_dlib_detection_on_a_real_photo_like_image(shared_data, tmp_path):
     rel = "AJ_Cook/AJ_Cook_0001.jpg"

@@ -11,7 +11,8 @@ from safetensors.numpy import load_file
 
 from btnet.data.images import CorruptImageError, read_image
 from btnet.data.resolution import downsample
-from btnet.deployment.embed import collect_images, embed_files, open_encoder, write_embeddings
+from btnet.deployment.embed import collect_images, embed_files, write_embeddings
+from btnet.inference import load_encoder
 
 
 def test_collect_images_from_files_folders_and_lists(face_folder, tmp_path):
@@ -28,39 +29,39 @@ def test_collect_images_from_files_folders_and_lists(face_folder, tmp_path):
 def test_embed_routes_by_size_and_writes_index(
     backend, tiny_model_dir, tiny_onnx_dir, face_folder, tmp_path
 ):
-    loaded = open_encoder(tiny_model_dir if backend == "torch" else tiny_onnx_dir)
-    assert loaded.backend == backend and loaded.embedding_size == 32
+    enc = load_encoder(tiny_model_dir if backend == "torch" else tiny_onnx_dir)
+    assert enc.backend == backend and enc.embedding_size == 32
     files = collect_images([face_folder])
-    res = embed_files(loaded, files, batch_size=3)
+    res = embed_files(enc, files, batch_size=3)
     sizes = [read_image(f).shape[0] for f in files]
     expected = {8: 7, 20: 14, 56: 56}  # min/near routing of 7/14/28/56
     assert res.paths == [expected[s] for s in sizes]
     assert np.allclose(np.linalg.norm(res.embeddings, axis=1), 1.0, atol=1e-5)
-    out, index = write_embeddings(tmp_path / "e.npy", res, fingerprint=loaded.fingerprint)
+    out, index = write_embeddings(tmp_path / "e.npy", res, fingerprint=enc.fingerprint)
     assert np.array_equal(np.load(out), res.embeddings)
     rows = list(csv.DictReader(index.read_text().splitlines()))
     assert [int(r["path"]) for r in rows] == res.paths
     assert {r["branch"] for r in rows} == {"branch_r7", "branch_r14", "trunk"}
     assert [int(r["height"]) for r in rows] == sizes
     out, index = write_embeddings(tmp_path / "e.safetensors", res, index_format="json",
-                                  fingerprint=loaded.fingerprint)
+                                  fingerprint=enc.fingerprint)
     t = load_file(str(out))
     assert np.array_equal(t["embeddings"], res.embeddings) and t["path"].tolist() == res.paths
     doc = json.loads(index.read_text())
-    assert doc["fingerprint"] == loaded.fingerprint and len(doc["rows"]) == 12
+    assert doc["fingerprint"] == enc.fingerprint and len(doc["rows"]) == 12
 
 
 def test_torch_and_onnx_fingerprints_agree(tiny_model_dir, tiny_onnx_dir, other_model_dir):
-    a, b = open_encoder(tiny_model_dir), open_encoder(tiny_onnx_dir)
-    assert a.fingerprint == b.fingerprint != open_encoder(other_model_dir).fingerprint
+    a, b = load_encoder(tiny_model_dir), load_encoder(tiny_onnx_dir)
+    assert a.fingerprint == b.fingerprint != load_encoder(other_model_dir).fingerprint
 
 
 def test_same_face_at_any_size_lands_in_one_space(tiny_model_dir, synthetic_faces):
     """Different sizes of one face go through different paths but stay comparable vectors."""
-    loaded = open_encoder(tiny_model_dir)
+    enc = load_encoder(tiny_model_dir)
     face = synthetic_faces[0][0]
     images = [downsample(face, s) for s in (6, 12, 25, 40)] + [face]
-    res = loaded.encoder.encode(images)
+    res = enc.encode(images)
     assert res.paths == [7, 14, 28, 28, 56]
     assert res.embeddings.shape == (5, 32) and np.isfinite(res.embeddings).all()
 
@@ -70,10 +71,10 @@ def test_unreadable_images(tiny_model_dir, face_folder, tmp_path, capsys):
 
     bad = face_folder / "id_0" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
-    loaded = open_encoder(tiny_model_dir)
+    enc = load_encoder(tiny_model_dir)
     with pytest.raises(CorruptImageError, match="broken.jpg"):
-        embed_files(loaded, collect_images([face_folder]))
-    res = embed_files(loaded, collect_images([face_folder]), skip_errors=True)
+        embed_files(enc, collect_images([face_folder]))
+    res = embed_files(enc, collect_images([face_folder]), skip_errors=True)
     assert len(res.files) == 12 and res.failed[0][0].endswith("broken.jpg")
     out = tmp_path / "o.npy"
     assert main(["embed", str(tiny_model_dir), str(face_folder), "-o", str(out), "-q"]) == 2
@@ -87,13 +88,14 @@ def test_unreadable_images(tiny_model_dir, face_folder, tmp_path, capsys):
     assert main(["embed", str(tmp_path / "no_model"), str(face_folder), "-o", str(out)]) == 2
 
 
+@pytest.mark.shared_data
 def test_real_lfw_faces(shared_data, tiny_model_dir, tiny_onnx_dir):
     files = sorted((shared_data / "lfw" / "images" / "Aaron_Eckhart").glob("*.jpg"))[:1]
     files += sorted((shared_data / "lfw" / "images" / "AJ_Cook").glob("*.jpg"))[:1]
     img = read_image(files[0])
     assert img.shape == (112, 112, 3)
     images = [img, downsample(img, 24), downsample(img, 9), read_image(files[1])]
-    a = open_encoder(tiny_model_dir).encoder.encode(images, flip=True)
-    b = open_encoder(tiny_onnx_dir).encoder.encode(images, flip=True)
+    a = load_encoder(tiny_model_dir).encode(images, flip=True)
+    b = load_encoder(tiny_onnx_dir).encode(images, flip=True)
     assert a.paths == b.paths == [56, 28, 7, 56]
     assert np.abs(a.embeddings - b.embeddings).max() <= 1e-4

@@ -180,8 +180,8 @@ def test_corrupted_files_give_clear_errors_and_recover(tmp_path):
     (tmp_path / "g" / "gallery.json").write_text('{"format": "btnet-gal')
     with pytest.raises(GalleryCorruptError, match="gallery recover"):
         Gallery.open(tmp_path / "g")
-    rows, skipped = recover_manifest(tmp_path / "g")
-    assert rows == 15 and skipped == ["shard-000002.safetensors"]
+    rec = recover_manifest(tmp_path / "g")
+    assert rec.rows == 15 and rec.skipped == ["shard-000002.safetensors"]
     g3 = Gallery.open(tmp_path / "g", fingerprint=FP, embedding_size=D)
     assert [r[0] for r in g3.search(centres, 1).labels] == [f"id{i}" for i in range(5)]
     assert (tmp_path / "g" / "gallery.json.bad").exists()

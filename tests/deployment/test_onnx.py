@@ -13,21 +13,16 @@ import pytest
 import torch
 from deployhelpers import PATHS
 
-from btnet.data.resolution import downsample, upsample
+from btnet.data.resolution import downsample, fit_to, upsample
 from btnet.data.transforms import to_tensor
-from btnet.deployment.onnx_export import (
-    OnnxEncoder,
-    normalise_batch,
-    read_manifest,
-    select_path,
-)
-from btnet.inference import MultiResolutionEncoder, fit_to
+from btnet.inference import MultiResolutionEncoder, OnnxEncoder, normalise_batch
+from btnet.inference.onnx_backend import read_manifest
 from btnet.io.model_store import load_model
 from btnet.models.selection import all_strategies
 
 
 def test_manifest_describes_paths_and_policy(tiny_onnx_dir, tiny_model_dir):
-    from btnet.deployment.fingerprint import model_fingerprint
+    from btnet.io.fingerprint import model_fingerprint
 
     m = read_manifest(tiny_onnx_dir)
     assert [e["resolution"] for e in m["paths"]] == list(PATHS)
@@ -46,13 +41,13 @@ def test_manifest_describes_paths_and_policy(tiny_onnx_dir, tiny_model_dir):
 @pytest.mark.parametrize("r", PATHS)
 def test_each_path_matches_pytorch(tiny_onnx_dir, tiny_model_dir, r):
     model = load_model(tiny_model_dir).model
-    module = model.export_path(r).eval()
+    module = model.path(r).eval()
     enc = OnnxEncoder(tiny_onnx_dir, threads=1)
     for batch in (1, 5):  # the batch dimension is dynamic
         x = torch.rand(batch, 3, r, r, generator=torch.Generator().manual_seed(r + batch)) * 2 - 1
         with torch.inference_mode():
             ref = module(x).numpy()
-        got = enc.run_path(r, x.numpy())
+        got = enc.runner.run(r, x.numpy())
         assert got.shape == (batch, 32)
         assert np.abs(got - ref).max() <= 1e-4
 
@@ -74,11 +69,11 @@ def test_onnx_encoder_equals_torch_encoder(tiny_onnx_dir, tiny_model_dir, synthe
 
 
 def test_routing_resize_and_normalisation_match_the_library(tiny_onnx_dir):
-    for sel in all_strategies(PATHS).values():  # the manifest round-trips the policy
-        d = json.loads(json.dumps(sel.to_dict()))
+    for sel in all_strategies(PATHS).values():  # the policy round-trips through JSON
+        enc = OnnxEncoder(tiny_onnx_dir, selector=json.loads(json.dumps(sel.to_dict())))
         for h in range(1, 90, 3):
             for w in (1, h, h + 7, 2 * h):
-                assert select_path(d, h, w) == sel.select(h, w)
+                assert enc.route(h, w) == sel.select(h, w)
     rng = np.random.default_rng(1)
     for shape in [(10, 10), (30, 20), (80, 90), (14, 14), (60, 20)]:
         img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -93,7 +88,9 @@ def test_routing_resize_and_normalisation_match_the_library(tiny_onnx_dir):
             else:  # shrink the long side first, then enlarge
                 assert np.array_equal(out, upsample(downsample(img, (min(h, size), min(w, size))), size))
     imgs = [rng.integers(0, 256, (7, 7, 3), dtype=np.uint8) for _ in range(3)]
-    assert np.allclose(normalise_batch(imgs), to_tensor(imgs).numpy(), atol=1e-7)
+    x, t = normalise_batch(imgs), to_tensor(imgs)
+    assert np.array_equal(x, t.numpy())  # bit for bit, and in the same memory layout:
+    assert torch.from_numpy(x).stride() == t.stride()  # PyTorch picks kernels by layout
 
 
 def test_selector_override_and_bad_export(tiny_onnx_dir, tmp_path):
@@ -123,10 +120,11 @@ def test_onnx_encoder_runs_without_torch(tiny_onnx_dir):
 import sys
 sys.modules["torch"] = None
 import numpy as np
-from btnet.deployment.embed import open_encoder
-enc = open_encoder({str(tiny_onnx_dir)!r})
+import btnet
+enc = btnet.load({str(tiny_onnx_dir)!r})  # the public API, shared trunk weights
 imgs = [np.full((s, s, 3), 90, np.uint8) for s in (6, 15, 40, 70)]
-res = enc.encoder.encode(imgs)
+res = btnet.encode(enc, imgs)
+assert enc.runner.shared is not None and enc.backend == "onnx"
 assert res.paths == [7, 14, 28, 56], res.paths
 assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
 print("OK", res.embeddings.shape)
@@ -152,3 +150,26 @@ def test_cli_export_of_a_plain_backbone(tmp_path, capsys):
     enc = OnnxEncoder(tmp_path / "x")
     assert enc.encode([np.zeros((9, 12, 3), np.uint8)]).paths == [28]  # everything goes to S
     assert main(["export", "onnx", str(tmp_path / "missing"), str(tmp_path / "y")]) == 2
+
+
+def test_trunk_weights_are_stored_once_and_shared(tiny_onnx_dir, tiny_model_dir):
+    """Every path graph runs the trunk's tail: its weights live once, in weights.bin."""
+    import onnxruntime as ort
+
+    trunk = load_model(tiny_model_dir).model.trunk
+    trunk_bytes = sum(v.numel() * v.element_size() for v in trunk.state_dict().values())
+    files = [p for p in tiny_onnx_dir.iterdir() if p.suffix in (".onnx", ".bin")]
+    assert (tiny_onnx_dir / "weights.bin").is_file()
+    assert sum(p.stat().st_size for p in files) < 1.5 * trunk_bytes  # was one trunk per path
+    m = read_manifest(tiny_onnx_dir)
+    keys = [set(e["shared_initializers"].values()) for e in m["paths"]]
+    assert all(sum(k in ks for ks in keys) >= 2 for k in m["shared_weights"]["tensors"])
+    shared = OnnxEncoder(tiny_onnx_dir, threads=1)
+    own = OnnxEncoder(tiny_onnx_dir, threads=1, share_weights=False)
+    assert shared.runner.shared is not None and own.runner.shared is None
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 14, 14)).astype(np.float32)
+    plain = ort.InferenceSession(str(tiny_onnx_dir / "path_r14.onnx"),
+                                 providers=["CPUExecutionProvider"])  # no btnet: external data
+    ref = plain.run(None, {"input": x})[0]
+    assert np.abs(shared.runner.run(14, x) - ref).max() <= 1e-5
+    assert np.abs(own.runner.run(14, x) - ref).max() <= 1e-5

@@ -98,6 +98,7 @@ def test_cli_analyze(tmp_path, capsys):
     assert (tmp_path / "fig5.png").stat().st_size > 1000
 
 
+@pytest.mark.shared_data
 def test_lfw_first_600_pairs_with_fake_encoder(shared_data):
     from btnet.data.verification import open_pair_set
     from btnet.evaluation.verification import Setting, evaluate_verification, subset_pairs
@@ -115,4 +116,6 @@ def test_lfw_first_600_pairs_with_fake_encoder(shared_data):
     # a pixel projection is a weak recogniser but clearly above chance on real faces
     assert 0.55 < by["56&56"].accuracy_mean < 0.95
     assert len(by["56&56"].metrics["fold_accuracies"]) == 10
+    # LFW pairs.txt is reported the field's way: insightface's protocol by default
+    assert by["56&56"].metrics["protocol"] == "insightface"
     assert np.isfinite(by["56&7"].accuracy_std)

@@ -38,12 +38,12 @@ def test_contiguous_folds_match_kfold_split():
         contiguous_folds(5, 10)
 
 
-def test_kfold_by_hand_threshold_from_other_fold():
+def test_kfold_by_hand_threshold_from_other_fold():  # the "exact" midpoint rule
     # fold 1 (test) is learnt on fold 2: threshold 0.41 -> all right; fold 2 is learnt on
     # fold 1: threshold 0.45, so fold 2's genuine pair at 0.42 is rejected -> 4/5.
     scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.85, 0.42, 0.3, 0.4, 0.05])
     same = np.array([1, 1, 1, 0, 0, 1, 1, 0, 0, 0], dtype=bool)
-    res = kfold_accuracy(scores, same, n_folds=2)
+    res = kfold_accuracy(scores, same, n_folds=2, protocol="exact")
     assert res.fold_accuracies == pytest.approx([1.0, 0.8])
     assert res.thresholds == pytest.approx([0.41, 0.45])
     assert res.mean == pytest.approx(0.9)
@@ -55,7 +55,7 @@ def test_kfold_degenerate_fold_with_one_class():
     # fold 1 is tested with the threshold 0.55 of fold 2: 0.3 is rejected (2/3 right).
     scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.4])
     same = np.array([1, 1, 1, 1, 0, 0], dtype=bool)
-    res = kfold_accuracy(scores, same, n_folds=2)
+    res = kfold_accuracy(scores, same, n_folds=2, protocol="exact")
     assert res.fold_accuracies == pytest.approx([2 / 3, 1 / 3])
     assert res.mean == pytest.approx(0.5)
     assert res.std == pytest.approx(1 / 6)
@@ -66,9 +66,10 @@ def test_all_tied_scores_give_chance_whatever_the_order():
     same = np.array([1, 0] * 4, dtype=bool)
     thr, acc = best_threshold(scores, same)
     assert acc == 0.5 and thr < 0.5  # lowest of the equally good thresholds: accept all
-    a = kfold_accuracy(scores, same, n_folds=2).mean
-    b = kfold_accuracy(scores, same[::-1], n_folds=2).mean
-    assert a == b == 0.5
+    for protocol in ("exact", "insightface"):
+        a = kfold_accuracy(scores, same, n_folds=2, protocol=protocol).mean
+        b = kfold_accuracy(scores, same[::-1], n_folds=2, protocol=protocol).mean
+        assert a == b == 0.5
 
 
 def test_roc_groups_ties_and_tar_at_far():

@@ -65,6 +65,7 @@ def test_cli_on_an_identity_folder(tmp_path):
         folder_groups(tmp_path / "faces", 10, 4)
 
 
+@pytest.mark.shared_data
 def test_builtin_faces_are_calibrated_against_aligned_lfw(shared_data):
     """The generator's nuisance level was set so that a 7-pixel thumbnail is as much nuisance
     as on real aligned faces; the other bands are checks it was not fitted to."""

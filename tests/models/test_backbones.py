@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 
 from btnet.io.model_store import load_arcface_backbone
 from btnet.models import build_backbone
@@ -53,14 +54,56 @@ def test_unit_sizes_follow_canonical_size(size, expected):
     assert model(torch.randn(2, 3, size, size)).shape == (2, 16)
 
 
-def test_feature_pyramid_matches_forward():
+def test_units_in_pieces_and_partial_copies_match_forward():
     model = build_backbone("iresnet18", input_size=56, width=8, embedding_size=16).eval()
     x = torch.randn(2, 3, 56, 56)
-    emb, units = model(x, return_units=True)
-    assert len(units) == len(model.unit_names) == 9
-    assert torch.equal(emb, model(x))
-    assert torch.equal(units[3], model.forward_units(x, 0, 4))
-    assert torch.equal(emb, model(units[3], start=4))
+    assert len(model.unit_names) == 9
+    mid = model.forward_units(x, 0, 4)
+    emb = model(x)
+    assert torch.equal(emb, model.forward_head(model.forward_units(mid, 4)))
+    body = model.truncated_copy(3)  # stem + layer1.0, layer1.1, layer2.0
+    assert body.unit_names == ["stem", "layer1.0", "layer1.1", "layer2.0"]
+    assert torch.equal(body.forward_units(x), mid)
+    tail = model.tail_copy(3, share_weights=True)
+    assert tail.unit_names == model.unit_names[4:]
+    assert torch.equal(tail(mid), emb)
+
+
+@pytest.mark.parametrize("arch", ["iresnet18", "mbf"])
+def test_shared_tail_shares_weighted_leaves_and_owns_batchnorms(arch):
+    kw = {"width": 4} if arch.startswith("iresnet") else {}
+    trunk = build_backbone(arch, input_size=56, embedding_size=16, **kw)
+    after = 2
+    tail = trunk.tail_copy(after, share_weights=True)
+    names = trunk.tail_module_names(after)
+    shared = owned = 0
+    for name, m in tail.named_modules():
+        if not name or not any(name == n or name.startswith(n + ".") for n in names):
+            continue
+        original = trunk.get_submodule(name)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) or next(m.parameters(recurse=False), None) is None:
+            assert m is not original, name  # BatchNorms, dropout, containers: the tail's own
+            owned += isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
+        else:
+            assert m is original, name  # conv, PReLU, linear: the trunk's module itself
+            shared += 1
+    assert shared > 0 and owned > 0
+    assert not any(n in tail._modules for n in trunk.unit_specs()[0][1])  # the stem is gone
+    untied = trunk.tail_copy(after, share_weights=False)
+    trunk_tensors = {id(t) for t in trunk.parameters()}
+    assert not any(id(t) in trunk_tensors for t in untied.parameters())
+
+
+def test_coupling_geometry_lives_on_the_backbone():
+    trunk = build_backbone("iresnet34", input_size=56, width=4, embedding_size=8)
+    geometry = trunk.coupling_geometry()
+    assert geometry.unit_sizes == (56, 28, 28, 28, 14, 14, 14, 14, 7, 7, 7, 7, 7, 7, 4, 4, 4)
+    assert trunk.available_resolutions() == [4, 7, 14, 28]
+    assert trunk.coupling_candidates(14) == [4, 5, 6, 7] and trunk.coupling_unit(7) == 8
+    with pytest.raises(ValueError, match="no unit .* outputs 9x9"):
+        trunk.coupling_unit(9)
+    with pytest.raises(ValueError, match="does not output 14x14"):
+        geometry.check_unit(14, 8)
 
 
 def test_arcface_checkpoint_loads_strict_and_reproduces(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from btnet.io.model_store import load_model, save_btnet
-from btnet.models import BranchSelector, BTNet, all_strategies, build_backbone
+from btnet.models import BranchPath, BranchSelector, BTNet, all_strategies, build_backbone
 from btnet.models.cost import cost_report
 
 
@@ -24,14 +24,14 @@ def tiny(arch="iresnet18", size=56, **kw):
 def test_coupling_shapes_match_trunk(arch, size, width):
     trunk = tiny(arch, size, width=width).eval()
     model = BTNet(trunk, [])
-    for r in model.available_resolutions():  # every r some unit outputs, e.g. 4 and 32 too
+    for r in trunk.available_resolutions():  # every r some unit outputs, e.g. 4 and 32 too
         model.add_resolution(r)
     model.eval()
     sizes = trunk.unit_output_sizes()
     for r in model.resolutions:
         k = model.coupling[r]
         assert sizes[k] == r and all(s != r for s in sizes[:k]), "first unit with r x r output"
-        branch_out = model.branch_features(torch.randn(2, 3, r, r), r)
+        branch_out = model.path(r).branch(torch.randn(2, 3, r, r))
         teacher = model.trunk_features_at_coupling(torch.randn(2, 3, size, size), r)
         assert branch_out.shape == teacher.shape
         assert model(torch.randn(2, 3, r, r)).shape == (2, 16)
@@ -48,7 +48,7 @@ def test_default_couplings_at_112_and_56():
 
 def test_branch_strides_are_one_and_trunk_untouched():
     model = BTNet(tiny())
-    for branch in model.branches.values():
+    for branch in (model.path(r).branch for r in model.resolutions):
         convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d)]
         assert convs and all(c.stride == (1, 1) for c in convs)
     assert model.trunk.layer1[0].conv2.stride == (2, 2)
@@ -57,13 +57,13 @@ def test_branch_strides_are_one_and_trunk_untouched():
 
 def test_branch_is_a_copy_of_the_trunk_prefix():
     model = BTNet(tiny())
-    body = model.branches["r14"].body
+    body = model.path(14).branch.body
     trunk = model.trunk.state_dict()
     for key, value in body.state_dict().items():
         assert torch.equal(value, trunk[key]), key
     assert not hasattr(body, "layer3") and len(body.layer2) == 1
     scratch = BTNet(tiny(), pretrained_branches=False)
-    assert not torch.equal(scratch.branches["r14"].body.conv1.weight, scratch.trunk.conv1.weight)
+    assert not torch.equal(scratch.path(14).branch.body.conv1.weight, scratch.trunk.conv1.weight)
 
 
 def test_mobilefacenet_trunk_works_too():
@@ -81,8 +81,62 @@ def test_unsupported_resolution_and_inputs_are_clear():
         model(torch.randn(1, 3, 20, 20))
     with pytest.raises(ValueError, match="square"):
         model(torch.randn(1, 3, 14, 7))
-    with pytest.raises(ValueError, match="one size"):
-        model([torch.randn(3, 7, 7), torch.randn(3, 14, 14)])
+
+
+def test_paths_are_modules_that_share_the_trunk():
+    torch.manual_seed(0)
+    model = BTNet(tiny()).eval()
+    assert list(model.paths) == ["r7", "r14", "r28", "r56"] and model.input_sizes == (7, 14, 28, 56)
+    assert model.paths["r56"] is model.trunk and model.path(56) is model.trunk
+    path = model.paths["r14"]
+    assert isinstance(path, BranchPath) and model.coupling_name(14) == "layer2.0"
+    assert path.tail.layer3[0].conv1 is model.trunk.layer3[0].conv1  # the trunk's own module
+    assert path.tail.fc is model.trunk.fc and path.tail.get_submodule("layer2.1.prelu") is model.trunk.layer2[1].prelu
+    assert path.tail.layer3[0].bn1 is not model.trunk.layer3[0].bn1  # r14's own
+    assert not hasattr(path.tail, "layer1") and len(path.tail.layer2) == 1  # starts at layer2.1
+    x = torch.randn(2, 3, 14, 14)
+    with torch.no_grad():
+        assert torch.equal(model(x), path(x)) and torch.equal(path(x), path.tail(path.branch(x)))
+    # no trunk copies: the model holds the trunk once, plus what each path stores
+    trunk = sum(p.numel() for p in model.trunk.parameters())
+    stored = sum(v.numel() for r in model.resolutions for k, v in model.path_state(r).items()
+                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert sum(p.numel() for p in model.parameters()) == trunk + stored
+
+
+def test_train_mode_updates_only_the_running_path_statistics():
+    torch.manual_seed(0)
+    model = BTNet(tiny())
+    model.freeze_shared()
+    trunk = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+    other = {k: v.clone() for k, v in model.path_state(7).items()}
+    mine = {k: v.clone() for k, v in model.path_state(14).items()}
+    model.train()
+    model(torch.randn(4, 3, 14, 14))
+    assert all(torch.equal(v, trunk[k]) for k, v in model.trunk.state_dict().items())
+    assert all(torch.equal(v, other[k]) for k, v in model.path_state(7).items())
+    moved = [k for k, v in model.path_state(14).items() if not torch.equal(v, mine[k])]
+    assert moved and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in moved)
+    assert {k for k in moved if k.startswith("shared.")}, "r14's own tail BatchNorms moved"
+    assert model.path_parameters(14) and not any(
+        id(p) in {id(q) for q in model.trunk.parameters()} for p in model.path_parameters(14))
+
+
+def test_untie_keeps_the_numbers_and_owns_every_module():
+    torch.manual_seed(0)
+    model = BTNet(tiny())
+    model.train()
+    model(torch.randn(4, 3, 7, 7))  # r7's BatchNorms now differ from the trunk's
+    model.eval()
+    x = torch.randn(2, 3, 7, 7)
+    with torch.no_grad():
+        before = model(x)
+        model.untie(7)
+        assert torch.equal(model(x), before)
+    tail = model.path(7).tail
+    assert tail.layer4[0].conv1 is not model.trunk.layer4[0].conv1 and 7 in model.untied
+    trunk_ids = {id(p) for p in model.trunk.parameters()}
+    assert not any(id(p) in trunk_ids for p in model.path(7).parameters())
 
 
 def _outputs(model, inputs):
@@ -96,7 +150,7 @@ def test_training_one_path_leaves_other_paths_unchanged(trained):
     torch.manual_seed(0)
     model = BTNet(tiny())
     model.freeze_shared()
-    inputs = {r: torch.randn(4, 3, r, r) for r in model.paths}
+    inputs = {r: torch.randn(4, 3, r, r) for r in model.input_sizes}
     before = _outputs(model, inputs)
     opt = torch.optim.SGD(model.path_parameters(trained), lr=0.5)
     model.train()
@@ -106,7 +160,7 @@ def test_training_one_path_leaves_other_paths_unchanged(trained):
         loss.backward()
         opt.step()
     after = _outputs(model, inputs)
-    for r in model.paths:
+    for r in model.input_sizes:
         if r == trained:
             assert not torch.allclose(after[r], before[r]), "the trained path must change"
         else:
@@ -117,7 +171,7 @@ def test_untied_path_owns_its_tail():
     torch.manual_seed(0)
     model = BTNet(tiny())
     model.untie(14)
-    inputs = {r: torch.randn(3, 3, r, r) for r in model.paths}
+    inputs = {r: torch.randn(3, 3, r, r) for r in model.input_sizes}
     before = _outputs(model, inputs)
     opt = torch.optim.SGD(model.path_parameters(14), lr=0.5)
     model.train()
@@ -135,13 +189,13 @@ def test_store_round_trip_is_bit_identical(tmp_path):
     model = BTNet(tiny())
     model.untie(7)
     model.train()
-    for r in model.paths:
+    for r in model.input_sizes:
         model(torch.randn(4, 3, r, r))
     model.eval()
     save_btnet(model, tmp_path / "m", meta={"name": "tiny"})
     stored = load_model(tmp_path / "m")
     assert stored.kind == "btnet" and stored.meta["name"] == "tiny"
-    for r in model.paths:
+    for r in model.input_sizes:
         x = torch.randn(3, 3, r, r)
         assert torch.equal(stored.model(x), model(x))
     info = json.loads((tmp_path / "m" / "model.json").read_text())
@@ -210,12 +264,12 @@ def test_cost_matches_the_paper_for_iresnet50():
 def test_coupling_can_move_deeper_and_is_stored(tmp_path):
     trunk = tiny("iresnet34", 56)  # layer2 has 4 units with 14x14 outputs
     default = BTNet(trunk, (14,))
-    assert [trunk.unit_names[i] for i in default.coupling_candidates(14)] == [
+    assert [trunk.unit_names[i] for i in trunk.coupling_candidates(14)] == [
         "layer2.0", "layer2.1", "layer2.2", "layer2.3"]
-    deep = BTNet(trunk, (14,), couplings={14: default.coupling_candidates(14)[2]}).eval()
+    deep = BTNet(trunk, (14,), couplings={14: trunk.coupling_candidates(14)[2]}).eval()
     assert deep.coupling_name(14) == "layer2.2"
-    assert sum(p.numel() for p in deep.branches["r14"].parameters()) > sum(
-        p.numel() for p in default.branches["r14"].parameters())
+    assert sum(p.numel() for p in deep.path(14).branch.parameters()) > sum(
+        p.numel() for p in default.path(14).branch.parameters())
     with pytest.raises(ValueError, match="does not output 14x14"):
         BTNet(trunk, (14,), couplings={14: 0})
     save_btnet(deep, tmp_path / "deep")

@@ -54,3 +54,20 @@ def test_loading_never_executes_code(tmp_path, capsys):
     assert "code ran" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError):
         C.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_channels_last_crashing_convs_names_only_narrow_strided_1x1():
+    # Why it matters: torch's CPU backward of these convolutions in channels_last aborts the
+    # process (heap corruption), so the trainer must not switch such a model to channels_last.
+    from torch import nn
+
+    from btnet.training.loop import channels_last_crashing_convs
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, 1, 1),  # stem: 3x3, fine
+        nn.Conv2d(4, 8, 1, 2),  # narrow strided 1x1: crashes
+        nn.Conv2d(8, 16, 1, 2),  # 8 input channels: fine
+        nn.Conv2d(4, 8, 1, 1),  # not strided: fine
+        nn.Conv2d(4, 8, 3, 2, 1),  # 3x3: fine
+    )
+    assert channels_last_crashing_convs(net) == ["1"]

@@ -84,9 +84,10 @@ def test_labels_are_never_read():
     # the value is the two terms, computed here independently
     trunk.eval()
     with torch.no_grad():
-        feat = model.branch_features(batch["x14"], 14)
+        path = model.branch_path(14)
+        feat = path.branch(batch["x14"])
         teacher = trunk.forward_units(x, 0, model.coupling[14] + 1)
-        emb, t_emb = model.shared_forward(feat, 14), trunk(x)
+        emb, t_emb = path.tail(feat), trunk(x)
     cos = torch.nn.functional.cosine_similarity(emb, t_emb, dim=1)
     expected = 0.5 * ((feat - teacher) ** 2).mean() + (1 - cos).mean()
     torch.testing.assert_close(no_labels.detach(), expected, rtol=1e-5, atol=1e-6)
@@ -205,12 +206,12 @@ def test_branch_add_resume_equals_uninterrupted(tmp_path, tiny_trunk):
             assert torch.equal(a[k], b[k]), (name, k)
     assert not (out / "training" / "checkpoint").exists()  # cleaned up once finished
 
-    from btnet.deployment.embed import embed_arrays, open_encoder
+    import btnet
 
-    loaded = open_encoder(out)
+    encoder = btnet.load(str(out))  # what embed / gallery / eval open
     faces = [np.full((r, r, 3), 100, np.uint8) for r in (7, 14, 28)]
-    emb = embed_arrays(loaded, faces)
-    assert emb.paths == [7, 14, 28] and emb.embeddings.shape == (3, 32)
+    emb = btnet.encode(encoder, faces)
+    assert list(emb.paths) == [7, 14, 28] and emb.embeddings.shape == (3, 32)
 
 
 def test_branch_add_refuses_a_folder_that_is_not_its_own(tmp_path, tiny_trunk):

@@ -13,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from btnet.io.atomic import file_sha256
-from btnet.io.model_store import MODEL_JSON, read_model_json
 
 _EMBEDDING_KEYS = ("format", "kind", "backbone", "canonical", "resolutions", "paths")
 
 
 def model_fingerprint(folder: str | Path) -> str:
     """``sha256:<hex>`` over a stored model's architecture and weights (see module doc)."""
+    from btnet.io.model_store import MODEL_JSON, read_model_json  # torch: only for model folders
+
     folder = Path(folder)
     data = read_model_json(folder)
     h = hashlib.sha256()
@@ -42,4 +44,11 @@ def model_fingerprint(folder: str | Path) -> str:
 def combine_fingerprints(parts: dict[str, str]) -> str:
     """One fingerprint for an encoder made of several stored models (phi_mm: one per size)."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8"))
+    return f"sha256:{h.hexdigest()}"
+
+
+def checkpoint_fingerprint(path: str | Path, config: dict[str, Any]) -> str:
+    """A foreign checkpoint (arcface_torch ``backbone.pth``) read as the architecture ``config``."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8"))
+    h.update(file_sha256(Path(path)).encode("ascii"))
     return f"sha256:{h.hexdigest()}"
