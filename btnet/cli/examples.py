@@ -93,6 +93,8 @@ EXAMPLES: dict[str, list[str]] = {
         "btnet quality calibrate runs/btnet/model --images train_faces/ --samples 3000 --seed 0",
     ],
     "quality estimate": ["btnet quality estimate runs/btnet/model crops/*.png"],
+    "branch": ["btnet branch add runs/phi_hr/model faces/ --out runs/phi_hr_branches",
+               "btnet branch add w600k_r50.onnx my_faces/ --out r50_tiny_faces"],
 }
 
 

@@ -18,6 +18,7 @@ from btnet import __version__
 COMMAND_MODULES = (
     "btnet.cli.pipeline_cmds",
     "btnet.cli.train_cmds",
+    "btnet.cli.branch_cmds",
     "btnet.cli.eval_cmds",
     "btnet.cli.deploy_cmds",
     "btnet.cli.data_cmds",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from btnet.pipeline.options import MR_INITS, TABLE1_STAGES
+from btnet.pipeline.options import MR_INITS, STUDY_STAGES
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
@@ -68,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cache", default="runs/cache",
                    help="stage cache shared by studies, so table3 reuses table1's trunks "
                    "(default runs/cache)")
-    r.add_argument("--stages", help="table1 only: comma-separated subset of its stages to run ("
-                   + ", ".join(TABLE1_STAGES) + "; trunk_hr_ft with --mr-init hr); the other "
-                   "studies always run all of theirs")
+    r.add_argument("--stages", help="a comma-separated subset of a study's stages to run ("
+                   + "; ".join(f"{k}: {', '.join(v)}" for k, v in STUDY_STAGES.items())
+                   + "; trunk_hr_ft with --mr-init hr); the other studies always run all of theirs")
     _add_study_options(r)
     r.set_defaults(func=_reproduce)
 

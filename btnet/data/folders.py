@@ -3,6 +3,11 @@
 Identities are the sub-folders in sorted order (label = position), so the same folder always
 gives the same labels. Folders with no images are left out and reported (``empty_identities``);
 loose files directly under ``root`` are ignored and counted, since they belong to no identity.
+
+A *flat* folder (images directly under ``root``, no identity sub-folders) has no labels. Only
+label-free training can use it (``allow_flat=True``: every image gets label -1 and
+``labelled`` is False); everywhere else it is refused with that explanation, never given
+made-up identities.
 """
 
 from __future__ import annotations
@@ -47,12 +52,23 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[str], li
     return names, paths, labels, empty
 
 
+def scan_flat_folder(root: str | os.PathLike) -> list[str]:
+    """The image files directly under ``root`` (sorted; sub-folders are not entered)."""
+    return [e.path for e in sorted(os.scandir(root), key=lambda e: e.name)
+            if e.is_file() and not e.name.startswith(".") and is_image_file(e.name)]
+
+
+UNLABELLED = -1  # the label of every image of a flat folder
+
+
 class ImageFolderDataset:
     """A :class:`~btnet.data.base.FaceDataset` over ``root/<identity>/<image>`` files.
 
     ``min_images`` drops identities with fewer images (e.g. 2 for metric learning).
     ``skip_corrupt=True`` replaces an undecodable file by another image of the same identity,
     counts it in ``skipped`` and logs the path; otherwise the error names the file.
+    ``allow_flat=True`` accepts a folder of images without identity sub-folders as an
+    unlabelled set (labels :data:`UNLABELLED`, ``num_classes`` 0, ``labelled`` False).
     """
 
     def __init__(
@@ -61,6 +77,7 @@ class ImageFolderDataset:
         skip_corrupt: bool = False,
         min_images: int = 1,
         name: str | None = None,
+        allow_flat: bool = False,
     ):
         self.root = Path(root)
         self.name = name or self.root.name
@@ -68,9 +85,25 @@ class ImageFolderDataset:
         self.skipped = 0
         names, paths, labels, empty = scan_image_folder(self.root)
         self.empty_identities = empty
-        self.loose_files = sum(
-            1 for e in os.scandir(self.root) if e.is_file() and is_image_file(e.name)
-        )
+        loose = scan_flat_folder(self.root)
+        self.loose_files = len(loose)
+        self.labelled = True
+        if not paths and loose:
+            if not allow_flat:
+                raise ValueError(
+                    f"{self.root}: {len(loose)} image(s) directly under it and no identity "
+                    "sub-folders, i.e. no labels: only label-free training takes such a folder "
+                    "(btnet branch add, or branch.objective=distill); for anything else sort the "
+                    "images into root/<identity>/<image>"
+                )
+            self.labelled = False
+            self.class_names = []
+            self.paths = loose
+            self.labels = np.full(len(loose), UNLABELLED, dtype=np.int64)
+            self.num_classes = 0
+            self._by_label = None
+            log.info("%s: a flat folder of %d unlabelled images", self.root, len(loose))
+            return
         if empty:
             log.warning("%s: %d identity folder(s) without images left out (e.g. %s)",
                         self.root, len(empty), empty[0])
@@ -121,6 +154,14 @@ class ImageFolderDataset:
         self.skipped += 1
         log.warning("skipping corrupt image (%s); %d skipped so far in this process",
                     exc, self.skipped)
+        if not self.labelled:  # any other image will do: there are no identities to keep
+            for j in (*range(index + 1, len(self)), *range(index)):
+                try:
+                    return decode_image(self.read_encoded(j), self.paths[j])
+                except (CorruptImageError, OSError):
+                    self.skipped += 1
+            raise CorruptImageError(f"{self.paths[index]}: corrupt, and no other image of "
+                                    f"{self.root} is readable") from exc
         if self._by_label is None:
             order = np.argsort(self.labels, kind="stable")
             bounds = np.searchsorted(self.labels[order], np.arange(self.num_classes + 1))

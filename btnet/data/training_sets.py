@@ -2,7 +2,8 @@
 
 ``spec`` is ``builtin:<name>[...]`` (the procedural faces of :mod:`btnet.data.synthetic`), a
 RecordIO file / prefix / folder holding a ``.rec``, an image folder ``root/<identity>/...``, or
-``lfw-celeba:ROOT`` (the real-face protocol of :mod:`btnet.data.lfw_celeba_protocol`).
+``lfw-celeba:ROOT`` (the real-face protocol of :mod:`btnet.data.lfw_celeba_protocol`). With
+``allow_unlabelled`` (label-free training) a flat folder of images is accepted too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def is_record_spec(spec: str | os.PathLike) -> bool:
 
 
 def open_training_set(
-    spec: str | os.PathLike, skip_corrupt: bool = False, min_images: int = 1
+    spec: str | os.PathLike, skip_corrupt: bool = False, min_images: int = 1,
+    allow_unlabelled: bool = False,
 ) -> FaceDataset:
     """Open a training set from a spec string; see the module docstring for the forms."""
     s = os.fspath(spec)
@@ -47,8 +49,10 @@ def open_training_set(
         return RecordDataset(s, skip_corrupt=skip_corrupt)
     p = Path(s)
     if p.is_dir():
-        return ImageFolderDataset(p, skip_corrupt=skip_corrupt, min_images=min_images)
+        return ImageFolderDataset(p, skip_corrupt=skip_corrupt, min_images=min_images,
+                                  allow_flat=allow_unlabelled)
     raise FileNotFoundError(
-        f"training set not found: {s} (expected an image folder root/<identity>/<image>, "
-        "a RecordIO prefix or .rec file, or builtin:<name>)"
+        f"training set not found: {s} (expected an image folder root/<identity>/<image> "
+        "(or, for label-free training, a flat folder of images), a RecordIO prefix or .rec "
+        "file, or builtin:<name>)"
     )

@@ -1,6 +1,12 @@
 """Training objectives: margin softmax losses and branch-to-trunk distillation."""
 
-from btnet.losses.distillation import branch_distillation, embedding_distillation
+from btnet.losses.distillation import (
+    EMBEDDING_LOSSES,
+    branch_distillation,
+    embedding_distillation,
+    embedding_loss,
+    embedding_mse,
+)
 from btnet.losses.margin import (
     DEFAULT_MARGINS,
     MARGIN_LOSSES,
@@ -15,6 +21,7 @@ from btnet.losses.margin import (
 
 __all__ = [
     "DEFAULT_MARGINS",
+    "EMBEDDING_LOSSES",
     "MARGIN_LOSSES",
     "ArcFace",
     "CosFace",
@@ -25,4 +32,6 @@ __all__ = [
     "branch_distillation",
     "build_margin_loss",
     "embedding_distillation",
+    "embedding_loss",
+    "embedding_mse",
 ]

@@ -11,7 +11,12 @@ from pathlib import Path
 # theirs and always run them. trunk_hr_ft exists only with mr_init=hr.
 TABLE1_STAGES = ("trunk_hr", "trunk_hr_ft", "trunk_mr_v1", "trunk_mr_v2", "trunk_mr_v3", "mm",
                  "btnet")
-STUDY_STAGES = {"table1": TABLE1_STAGES, "demo": ("trunk_hr", "trunk_mr_v1", "btnet")}
+STUDY_STAGES = {
+    "table1": TABLE1_STAGES,
+    "demo": ("trunk_hr", "trunk_mr_v1", "btnet"),
+    "labelfree": ("trunk_hr", "trunk_mr_v1", "btnet_hr_trunk", "btnet", "labelfree",
+                  "labelfree_own", "labelfree_mse"),
+}
 
 
 MR_INITS = ("scratch", "hr")

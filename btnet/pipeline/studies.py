@@ -472,6 +472,199 @@ def run_figure7(opts: StudyOptions, echo=print) -> Path:
     return _finish(study, report_dir, "Figure 7: coupling point", body, {"points": points}, echo)
 
 
+# The study's label-free rows use the cosine term (measured in docs/results.md before MSE was
+# found better at 7 px and became the default of branch.embed_loss / btnet branch add); the
+# MSE row compares the two on the same images.
+LABELFREE_SWITCHES = {"objective": "distill", "embed_loss": "cosine", "distill_weight": 0.5,
+                      "embed_distill_weight": 1.0}
+
+
+def _own_images_spec(study: Study) -> tuple[str, str]:
+    """Images of people the trunks never saw, used without their names: the CelebA subset of
+    the real-face protocol (its identities are part of the trunks' training set, so this is the
+    user's-own-photos setting only in that no label of them is read), or built-in faces of a
+    different seed (identities the built-in trunks never saw)."""
+    from btnet.pipeline.sources import RealFacesSource
+
+    o = study.opts
+    if isinstance(study.source, RealFacesSource):
+        return (str(study.source.root / "celeba" / "images"),
+                "the CelebA subset only, labels ignored (its people are among the trunks' own "
+                "training identities: the protocol trains on LFW dev-train + CelebA)")
+    spec = f"builtin:ids={o.builtin_train_ids},per_id={o.builtin_per_id},seed={o.seed + 7}"
+    return spec, "built-in faces of identities the trunks never saw (labels ignored)"
+
+
+def _unseen_faces_folder(study: Study) -> tuple[str, str] | None:
+    """A flat folder (symbolic links, in the cache) of the LFW dev-train people with a single
+    image: the real-face protocol trains on dev-train people with at least two, and tests on
+    dev-test people, so no trunk or test ever saw these 2,854 people. None for built-in data."""
+    from btnet.data.lfw_celeba_protocol import read_people
+    from btnet.pipeline.sources import RealFacesSource
+
+    if not isinstance(study.source, RealFacesSource):
+        return None
+    lfw = study.source.root / "lfw"
+    folder = study.cache.root / "inputs" / "lfw_devtrain_single_image_people"
+    if not folder.is_dir():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in read_people(lfw / "peopleDevTrain.txt"):
+            images = sorted((lfw / "images" / name).glob("*.jpg"))
+            if len(images) == 1:
+                (tmp / images[0].name).symlink_to(images[0])
+        tmp.rename(folder)
+    count = sum(1 for _ in folder.iterdir())
+    return str(folder), (f"a flat folder of the {count:,} LFW dev-train people with a single "
+                         "image (never seen by the trunks, which train on people with two or more)")
+
+
+def _paired_cells(results, model: str, base: str, settings: list[str]) -> list[str]:
+    """``model - base`` at each setting in points, ± the standard error of the paired per-fold
+    difference (both models are scored on the same pairs and folds)."""
+    import numpy as np
+
+    by = {(r.model, r.setting): r for r in results}
+    cells = []
+    for s in settings:
+        a, b = by.get((model, s)), by.get((base, s))
+        if a is None or b is None:
+            cells.append("–")
+            continue
+        diff = 100 * (a.accuracy_mean - b.accuracy_mean)
+        fa, fb = a.metrics.get("fold_accuracies"), b.metrics.get("fold_accuracies")
+        if fa and fb and len(fa) == len(fb) > 1:
+            d = np.asarray(fa, dtype=float) - np.asarray(fb, dtype=float)
+            cells.append(f"{diff:+.2f} ± {100 * d.std(ddof=1) / np.sqrt(len(d)):.2f}")
+        else:
+            cells.append(f"{diff:+.2f}")
+    return cells
+
+
+def run_labelfree(opts: StudyOptions, echo=print) -> Path:
+    """Label-free branches (``branch.objective: distill``) against BCT branches, same trunk,
+    same epochs, on the phi_hr trunk and the phi_mr v1 trunk, each used as "a pretrained
+    recogniser without its classifier"; plus label-free branches trained on images of people
+    the trunk never saw without their names, and the MSE embedding term against the cosine one.
+
+    Stages run in priority order (each model trained, then evaluated), so an interrupted study
+    has the most important rows first; ``--stages`` picks a subset: trunk_hr, trunk_mr_v1,
+    btnet_hr_trunk, btnet, labelfree, labelfree_own, labelfree_mse.
+    """
+    from btnet.evaluation.report import accuracy_cells, markdown_table
+    from btnet.evaluation.verification import default_settings
+
+    study = Study(opts, echo)
+    start = time.perf_counter()
+    own_spec, own_text = _own_images_spec(study)
+    unseen = _unseen_faces_folder(study)
+    evals: list[StageResult] = []
+    trunks: list[str] = []  # the trunks asked for, in training order
+
+    def add(label: str, stage: StageResult) -> None:
+        evals.append(study.evaluate(label, stage))
+
+    def labelfree(trunk: StageResult, name: str, data: str | None = None, **over: Any):
+        cfg = study._train_config("branch", name, opts.branch_epochs, opts.branch_loss, {
+            "branch": {"trunk": trunk.outputs["model"],
+                       "resolutions": list(opts.resolutions), **LABELFREE_SWITCHES, **over},
+            **({"data": {"train": data}} if data else {})})
+        return study.train_stage(name, cfg, [trunk])
+
+    trunk_stage = {"phi_hr": lambda: study.trunk("hr"), "phi_mr_v1": lambda: study.mr_trunk("v1")}
+    for tname, stage_name in (("phi_hr", "trunk_hr"), ("phi_mr_v1", "trunk_mr_v1")):
+        if opts.wants(stage_name):
+            trunks.append(tname)
+    tags = {"phi_hr": "hr", "phi_mr_v1": "mr"}
+    # Priority order: the phi_hr comparison first (its trunk is trained first) with what a
+    # user's own photos give, then the phi_mr trunk, then the smaller comparisons.
+    plan: list[tuple[str, str, str, Callable[[StageResult], StageResult]]] = []
+    for tname in trunks:
+        tag = tags[tname]
+        plan.append(("btnet_hr_trunk" if tag == "hr" else "btnet", tname, f"BCT on {tname}",
+                     lambda t, tag=tag: study.branches(
+                         t, name="btnet_hr_trunk" if tag == "hr" else "btnet")))
+        plan.append(("labelfree", tname, f"label-free on {tname}",
+                     lambda t, tag=tag: labelfree(t, f"labelfree_{tag}")))
+        if tag == "hr":
+            plan.append(("labelfree_own", tname, f"label-free own images on {tname}",
+                         lambda t, tag=tag: labelfree(t, f"labelfree_own_{tag}", own_spec)))
+            if unseen is not None:
+                plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
+                             lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}",
+                                                          unseen[0])))
+    for tname in trunks:  # the MSE term (branch add's default) on the full set, after the
+        tag = tags[tname]  # trunk's BCT and cosine rows (phi_hr: after its own-images rows)
+        last = max(i for i, item in enumerate(plan) if item[1] == tname)
+        plan.insert(last + 1, ("labelfree_mse", tname, f"label-free (MSE embedding) on {tname}",
+                               lambda t, tag=tag: labelfree(t, f"labelfree_mse_{tag}",
+                                                            embed_loss="mse")))
+    for tname in trunks:
+        tag = tags[tname]
+        if tag == "hr":  # cosine vs MSE, on the smaller own-images set
+            plan.append(("labelfree_mse", tname, f"label-free own images (MSE embedding) on {tname}",
+                         lambda t, tag=tag: labelfree(t, f"labelfree_own_mse_{tag}", own_spec,
+                                                      embed_loss="mse")))
+        else:
+            plan.append(("labelfree_own", tname, f"label-free own images on {tname}",
+                         lambda t, tag=tag: labelfree(t, f"labelfree_own_{tag}", own_spec)))
+            if unseen is not None:
+                plan.append(("labelfree_own", tname, f"label-free unseen people on {tname}",
+                             lambda t, tag=tag: labelfree(t, f"labelfree_unseen_{tag}",
+                                                          unseen[0])))
+    ready: dict[str, StageResult] = {}
+
+    def trunk_of(tname: str) -> StageResult:
+        if tname not in ready:
+            ready[tname] = trunk_stage[tname]()
+            add(tname, ready[tname])
+        return ready[tname]
+
+    for tname in trunks:
+        if tname == "phi_hr":
+            trunk_of(tname)
+    for stage_name, tname, label, build in plan:
+        if opts.wants(stage_name):
+            add(label, build(trunk_of(tname)))
+    for tname in trunks:
+        trunk_of(tname)
+    results = study.results(evals)
+    settings = [s.name for s in default_settings(opts.canonical, opts.resolutions)]
+    labels = [ev.label for ev in evals]
+    acc_rows = [[label, *accuracy_cells(results, label, settings)] for label in labels]
+    comparisons = []
+    for tname in trunks:
+        for a, b in ((f"label-free on {tname}", f"BCT on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", f"BCT on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", f"label-free on {tname}"),
+                     (f"label-free (MSE embedding) on {tname}", tname),
+                     (f"label-free on {tname}", tname), (f"BCT on {tname}", tname),
+                     (f"label-free own images on {tname}", f"label-free on {tname}"),
+                     (f"label-free unseen people on {tname}", f"label-free on {tname}"),
+                     (f"label-free own images (MSE embedding) on {tname}",
+                      f"label-free own images on {tname}")):
+            if a in labels and b in labels:
+                comparisons.append([f"{a} − {b}", *_paired_cells(results, a, b, settings)])
+    body = (
+        f"Data: {study.source.description}. {opts.mr_trunk_recipe()} Branches "
+        f"{', '.join(map(str, opts.resolutions))}, {opts.branch_epochs:g} epochs each, frozen trunk, "
+        "per-resolution BatchNorm. BCT: CurricularFace through the trunk's own classifier plus "
+        "branch distillation (λ 0.5). Label-free (`branch.objective: distill`): branch "
+        "distillation (λ 0.5) plus 1 × the embedding term (cosine unless marked MSE), no "
+        f"classifier, labels ignored. 'Own images': label-free, trained on {own_text}. "
+        + (f"'Unseen people': label-free, trained on {unseen[1]}. " if unseen else "") +
+        "Accuracy (%), 10-fold mean ± std.\n\n"
+        + markdown_table(["model", *settings], acc_rows)
+        + "\n\nDifferences (points) ± standard error of the paired per-fold difference "
+        "(a difference above about twice it is resolved by the test set):\n\n"
+        + markdown_table(["comparison", *settings], comparisons)
+    )
+    return _finish(study, study.root / "report", "Label-free branches vs BCT branches", body,
+                   {"seconds": time.perf_counter() - start, "accuracy": acc_rows,
+                    "comparisons": comparisons, "results": [x.to_dict() for x in results]}, echo)
+
+
 STUDIES: dict[str, Callable[..., Path]] = {
     "table1": run_table1,
     "table2": run_table2,
@@ -479,4 +672,5 @@ STUDIES: dict[str, Callable[..., Path]] = {
     "table4": run_table4,
     "trunks": run_trunks,
     "figure7": run_figure7,
+    "labelfree": run_labelfree,
 }

@@ -28,6 +28,7 @@ from btnet.training.loop import Trainer, checkpoint_step, seed_everything
 from btnet.training.recipes import (
     build_recipe,
     check_branch_pairing,
+    needs_labels,
     open_training_set,
     recipe_parts,
 )
@@ -140,7 +141,8 @@ def train(
             torch.set_num_threads(cfg.train.num_threads)
         parts = recipe_parts(cfg)
         single = parts == [None]
-        dataset = open_training_set(cfg.data.train, cfg.model.input_size)
+        dataset = open_training_set(cfg.data.train, cfg.model.input_size,
+                                    allow_unlabelled=not needs_labels(cfg))
         if cfg.recipe == "branch":  # every part's pairing is checked before part 1 trains
             check_branch_pairing(cfg, dataset, [int(r) for r in cfg.branch.resolutions])
         verifier = make_verifier(cfg)

@@ -25,8 +25,20 @@ RECIPES = {
     "mm": "phi_mm: one model per resolution r, from scratch on r x r images, with the "
     "architecture of BTNet's path r (Table 3's 'scratch' row)",
     "branch": "BTNet branches on a trained trunk (default: the phi_mr v1 trunk), with Table 3's "
-    "switches: pretrained init, BCT, fixed trunk, branch / embedding distillation",
+    "switches: pretrained init, BCT, fixed trunk, branch / embedding distillation; "
+    "branch.objective=distill trains them from images alone (no labels, no classifier)",
 }
+
+# What a branch learns from (``branch.objective``).
+BRANCH_OBJECTIVES = {
+    "bct": "margin (influence) loss through a classifier: the trunk's own under BCT "
+    "(branch.bct), a fresh one otherwise; needs identity labels; plus branch.distill_weight x "
+    "branch distillation",
+    "distill": "label-free: branch.distill_weight x branch distillation plus "
+    "branch.embed_distill_weight x an embedding term (branch.embed_loss) towards the trunk's "
+    "embedding of the S-pixel face; no classifier, labels ignored, flat image folders accepted",
+}
+EMBED_LOSSES = ("cosine", "mse")
 
 
 @dataclass
@@ -105,7 +117,11 @@ class BranchConfig:
     bct: bool = True  # influence loss through the trunk's frozen classifier
     fixed_trunk: bool = True  # shared weights frozen; per-resolution BN trained
     distill_weight: float = 0.5  # lambda of the branch distillation MSE (0 disables)
-    embed_distill_weight: float = 0.0  # optional embedding-level distillation
+    # embedding-level distillation weight; None: 0 under objective bct, 1 under distill
+    embed_distill_weight: float | None = None
+    objective: str = "bct"  # bct (needs labels) or distill (label-free); see BRANCH_OBJECTIVES
+    # embedding term: mse (raw embeddings; measured better at 7 px, docs/training.md) or cosine
+    embed_loss: str = "mse"
     separate_runs: bool = False  # one run per resolution instead of all in one
     coupling_offset: int = 0  # couple k units deeper than the first r x r unit (Figure 7)
 
@@ -345,7 +361,24 @@ def validate(cfg: Config) -> Config:
                           "(branches start from branch.trunk)")
     if cfg.recipe == "branch" and not cfg.branch.trunk:
         raise ConfigError("the branch recipe needs branch.trunk (a trained trunk file or folder)")
+    _validate_branch(cfg.branch)
     return cfg
+
+
+def _validate_branch(bc: BranchConfig) -> None:
+    if bc.objective not in BRANCH_OBJECTIVES:
+        raise ConfigError(f"branch.objective must be one of {', '.join(BRANCH_OBJECTIVES)}, "
+                          f"not {bc.objective!r}")
+    if bc.embed_loss not in EMBED_LOSSES:
+        raise ConfigError(f"branch.embed_loss must be one of {', '.join(EMBED_LOSSES)}, "
+                          f"not {bc.embed_loss!r}")
+    if bc.embed_distill_weight is None:
+        bc.embed_distill_weight = 1.0 if bc.objective == "distill" else 0.0
+    if bc.distill_weight < 0 or bc.embed_distill_weight < 0:
+        raise ConfigError("branch.distill_weight and branch.embed_distill_weight must be >= 0")
+    if bc.objective == "distill" and bc.distill_weight == 0 and bc.embed_distill_weight == 0:
+        raise ConfigError("branch.objective=distill with branch.distill_weight=0 and "
+                          "branch.embed_distill_weight=0 has nothing to learn from; set one > 0")
 
 
 def config_from_dict(data: dict) -> Config:

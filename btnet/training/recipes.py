@@ -133,18 +133,24 @@ class BranchTask(nn.Module):
 # --------------------------------------------------------------------------- data
 
 
-def open_training_set(spec: str, canonical: int):
+def open_training_set(spec: str, canonical: int, allow_unlabelled: bool = False):
     """A :class:`~btnet.data.base.FaceDataset` from a spec, via :mod:`btnet.data.training_sets`.
 
     Built-in faces (``builtin[:split][,ids=..,per_id=..,seed=..]``) are rendered at the
-    canonical size unless the spec names a ``size``.
+    canonical size unless the spec names a ``size``. ``allow_unlabelled``: a flat folder of
+    images is accepted (label-free objectives only, see :func:`needs_labels`).
     """
     from btnet.data.synthetic import is_builtin_spec
     from btnet.data.training_sets import open_training_set as _open
 
     if is_builtin_spec(spec):
         spec = with_defaults(spec, size=canonical)
-    return _open(spec)
+    return _open(spec, allow_unlabelled=allow_unlabelled)
+
+
+def needs_labels(cfg: Config) -> bool:
+    """Whether a config's objective reads identity labels (all but label-free branches)."""
+    return not (cfg.recipe == "branch" and cfg.branch.objective == "distill")
 
 
 def _flip(img: np.ndarray, rng: np.random.Generator, enabled: bool) -> np.ndarray:
@@ -313,16 +319,20 @@ def resolve_model_folder(path: str | Path) -> Path:
     )
 
 
-def load_trunk(cfg: Config) -> tuple[Backbone, dict[str, torch.Tensor] | None, Path]:
-    """Load ``branch.trunk`` and check it fits the config (before any training)."""
+def load_trunk(cfg: Config, dataset=None) -> tuple[Backbone, dict[str, torch.Tensor] | None, Path]:
+    """Load ``branch.trunk`` (a model folder, a backbone.pth or an .onnx file) and check it
+    fits the config (before any training). ``dataset`` calibrates an ONNX import's folded
+    BatchNorms (see :func:`btnet.training.trunk_source.open_trunk_source`)."""
     from safetensors.torch import load_file
 
-    from btnet.io.model_store import load_model
+    from btnet.training.trunk_source import calibration_batches, is_trunk_file, open_trunk_source
 
-    folder = resolve_model_folder(cfg.branch.trunk)
-    stored = load_model(folder)
-    trunk = stored.model.trunk if stored.kind == "btnet" else stored.model
-    classifier = stored.classifier
+    file = is_trunk_file(cfg.branch.trunk)  # a file cannot always tell its canonical size
+    calibration = None if dataset is None else (
+        lambda: calibration_batches(dataset, cfg.model.input_size, seed=cfg.train.seed))
+    source = open_trunk_source(cfg.branch.trunk, cfg.model.input_size if file else None,
+                               calibration)
+    trunk, classifier, folder = source.backbone, source.classifier, source.path
     if cfg.branch.classifier:
         cpath = Path(cfg.branch.classifier)
         if not cpath.is_file():
@@ -346,7 +356,7 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
     Returns ``(trunk, classifier weight or None, trunk folder)``.
     """
     bc = cfg.branch
-    trunk, stored_cls, folder = load_trunk(cfg)
+    trunk, stored_cls, folder = load_trunk(cfg, dataset)
     geometry = trunk.coupling_geometry()
     possible = geometry.available_resolutions()
     bad = [r for r in resolutions if r not in possible]
@@ -363,7 +373,7 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
                 f"with a {r}x{r} output, so the offset must be in [0, {len(units) - 1}]"
             )
     weight = None
-    if bc.bct:
+    if bc.bct and bc.objective == "bct":  # label-free objectives use no classifier
         if stored_cls is None or "weight" not in stored_cls:
             raise FileNotFoundError(
                 f"branch.bct needs the trunk's classifier, but {folder} stores none "
@@ -403,7 +413,7 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
     if not bc.bct:
         trainable += list(classifier.parameters())
     task = BranchTask(model, classifier, cfg.loss.name, cfg.loss.s, cfg.loss.m, resolutions,
-                      bc.distill_weight, bc.embed_distill_weight)
+                      bc.distill_weight, bc.embed_distill_weight or 0.0)
     _freeze_all_but(task, trainable)
 
     def save(out: Path) -> Path:
@@ -432,9 +442,12 @@ def recipe_parts(cfg: Config) -> list[int | None]:
 def build_recipe(cfg: Config, part: int | None = None, dataset=None) -> Recipe:
     """Build the recipe of a config (``part``: the resolution of one separate run)."""
     if cfg.recipe == "branch":
-        resolve_model_folder(cfg.branch.trunk)  # the cheapest check first
-    dataset = dataset if dataset is not None else open_training_set(cfg.data.train,
-                                                                    cfg.model.input_size)
+        from btnet.training.trunk_source import is_trunk_file
+
+        if not is_trunk_file(cfg.branch.trunk):
+            resolve_model_folder(cfg.branch.trunk)  # the cheapest check first
+    dataset = dataset if dataset is not None else open_training_set(
+        cfg.data.train, cfg.model.input_size, allow_unlabelled=not needs_labels(cfg))
     if cfg.recipe == "trunk":
         return build_trunk_recipe(cfg, dataset)
     if cfg.recipe == "mm":
@@ -443,5 +456,9 @@ def build_recipe(cfg: Config, part: int | None = None, dataset=None) -> Recipe:
         return build_mm_recipe(cfg, dataset, part)
     if cfg.recipe == "branch":
         rs = [part] if part is not None else [int(r) for r in cfg.branch.resolutions]
+        if cfg.branch.objective == "distill":
+            from btnet.training.labelfree import build_labelfree_recipe
+
+            return build_labelfree_recipe(cfg, dataset, rs)
         return build_branch_recipe(cfg, dataset, rs)
     raise ConfigError(f"unknown recipe {cfg.recipe!r}")
