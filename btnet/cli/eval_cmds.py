@@ -110,15 +110,21 @@ def cmd_identify(args: argparse.Namespace) -> int:
     if wants_quality_path(args):
         return identify_with_quality(args)
     from btnet.data.openset import open_openset
-    from btnet.evaluation.identification import (
-        STRATEGIES,
-        compare_strategies,
-        evaluate_openset,
-        selector_factory,
-    )
-    from btnet.evaluation.report import write_identification_report
 
     proto = open_openset(args.protocol)
+    kw, strategies = identify_options(args)
+    results = []
+    for spec in args.model:
+        enc = _load(spec, args.device)
+        results += identify_size_routed(enc, proto, strategies, kw)
+        del enc
+    return write_identify_report(results, args)
+
+
+def identify_options(args: argparse.Namespace) -> tuple[dict, list[str] | None]:
+    """The keyword arguments of every open-set evaluation, and the strategies asked for."""
+    from btnet.evaluation.identification import STRATEGIES
+
     kw = dict(rank=args.rank, fpir_targets=args.fpir, cmc_ranks=args.cmc,
               gallery_mode=args.gallery, batch_size=args.batch_size, flip=args.flip,
               progress=not args.no_progress)
@@ -126,17 +132,28 @@ def cmd_identify(args: argparse.Namespace) -> int:
     if args.strategies:
         strategies = list(STRATEGIES) if args.strategies == "all" else \
             [s for s in args.strategies.replace(",", " ").split()]
-    results = []
-    for spec in args.model:
-        enc = _load(spec, args.device)
-        if strategies and hasattr(enc, "with_selector"):
-            results += compare_strategies(selector_factory(enc), proto, strategies,
-                                          model_name=enc.name, **kw)
-        else:
-            if strategies:
-                log.info("%s has no branch selection; evaluated once", enc.name)
-            results.append(evaluate_openset(enc, proto, **kw))
-        del enc
+    return kw, strategies
+
+
+def identify_size_routed(enc, proto, strategies: list[str] | None, kw: dict) -> list:
+    """One encoder on one protocol: every asked strategy where it selects branches, else once."""
+    from btnet.evaluation.identification import (
+        compare_strategies,
+        evaluate_openset,
+        selector_factory,
+    )
+
+    if strategies and hasattr(enc, "with_selector"):
+        return compare_strategies(selector_factory(enc), proto, strategies,
+                                  model_name=enc.name, **kw)
+    if strategies:
+        log.info("%s has no branch selection; evaluated once", enc.name)
+    return [evaluate_openset(enc, proto, **kw)]
+
+
+def write_identify_report(results: list, args: argparse.Namespace) -> int:
+    from btnet.evaluation.report import write_identification_report
+
     written = write_identification_report(results, args.out, plots=not args.no_plots)
     print(written["markdown"].read_text())
     print(f"wrote {args.out}")

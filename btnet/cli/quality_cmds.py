@@ -125,25 +125,14 @@ def verify_with_quality(args: argparse.Namespace) -> int:
 
 def identify_with_quality(args: argparse.Namespace) -> int:
     """``btnet eval identify`` with --effective-resolution and/or --routing quality."""
+    from btnet.cli.eval_cmds import identify_options, identify_size_routed, write_identify_report
     from btnet.data.effective_resolution import parse_resolution_list
     from btnet.data.openset import open_openset
     from btnet.evaluation.effective_resolution import effective_openset
-    from btnet.evaluation.identification import (
-        STRATEGIES,
-        compare_strategies,
-        evaluate_openset,
-        selector_factory,
-    )
-    from btnet.evaluation.report import write_identification_report
+    from btnet.evaluation.identification import evaluate_openset
 
     base = open_openset(args.protocol)
-    kw = dict(rank=args.rank, fpir_targets=args.fpir, cmc_ranks=args.cmc,
-              gallery_mode=args.gallery, batch_size=args.batch_size, flip=args.flip,
-              progress=not args.no_progress)
-    strategies = None
-    if args.strategies:
-        strategies = list(STRATEGIES) if args.strategies == "all" else \
-            [s for s in args.strategies.replace(",", " ").split()]
+    kw, strategies = identify_options(args)
     results = []
     for spec in args.model:
         for routing, enc in _encoders(spec, args.routing, args.device):
@@ -156,15 +145,9 @@ def identify_with_quality(args: argparse.Namespace) -> int:
                 if routing == "quality":
                     results.append(evaluate_openset(enc, proto, model_name=enc.inner.name,
                                                     policy="quality", **kw))
-                elif strategies and hasattr(enc, "with_selector"):
-                    results += compare_strategies(selector_factory(enc), proto, strategies,
-                                                  model_name=enc.name, **kw)
                 else:
-                    results.append(evaluate_openset(enc, proto, **kw))
-    written = write_identification_report(results, args.out, plots=not args.no_plots)
-    print(written["markdown"].read_text())
-    print(f"wrote {args.out}")
-    return 0
+                    results += identify_size_routed(enc, proto, strategies, kw)
+    return write_identify_report(results, args)
 
 
 # --------------------------------------------------------------------------- btnet quality
