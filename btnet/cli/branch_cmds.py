@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight of the branch-distillation MSE (default 0.5)")
     p.add_argument("--embed-weight", type=float, default=1.0,
                    help="weight of the embedding term (default 1)")
+    p.add_argument("--trunk-scale", choices=("unit", "stored"), default="unit",
+                   help="unit (default): each trunk conv rescaled to unit output std on IMAGES "
+                   "before branches copy it (same function; a model folder and its ONNX export "
+                   "then train alike); stored: the scales as the trunk file has them")
+    p.add_argument("--degrade", default="",
+                   help="surveillance degradation of the small training faces, e.g. "
+                   "'surveillance' or 'blur=0.3:1,p=0.5' (default: clean down-sampling)")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="optimiser steps between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0)
@@ -83,7 +90,8 @@ def _add(args: argparse.Namespace) -> int:
         args.trunk, args.images, args.out, keep_checkpoint=args.keep_checkpoint,
         resolutions=args.resolutions, canonical=args.canonical, epochs=args.epochs,
         max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, embed_loss=args.embed_loss,
-        distill_weight=args.distill_weight, embed_weight=args.embed_weight, seed=args.seed,
+        distill_weight=args.distill_weight, embed_weight=args.embed_weight,
+        trunk_scale=args.trunk_scale, degrade=args.degrade, seed=args.seed,
         device=args.device, threads=args.threads, workers=args.workers,
         progress=not args.quiet, checkpoint_every=args.checkpoint_every,
     )

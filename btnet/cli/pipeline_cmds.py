@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from btnet.pipeline.options import MR_INITS, STUDY_STAGES
+from btnet.pipeline.options import BRANCH_RECIPES, MR_INITS, STUDY_STAGES
 
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,10 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    help="epochs of the phi_mr fine-tuning when --mr-init hr (default 4)")
     p.add_argument("--mr-finetune-lr", type=float,
                    help="learning rate of that fine-tuning (default 0.01)")
+    p.add_argument("--branch-recipe", choices=tuple(BRANCH_RECIPES),
+                   help="how BTNet's branches train: 'paper' (BCT + branch distillation; the "
+                   "reproduce default) or a recipe measured to beat its trunk by more "
+                   "(docs/results.md; the demo's default)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
@@ -78,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     keys = ("out", "canonical", "arch", "width", "embedding_size", "trunk_epochs",
             "branch_epochs", "mm_epochs", "mr_init", "mr_finetune_epochs", "mr_finetune_lr",
-            "batch_size", "lr", "seed", "device", "threads",
+            "branch_recipe", "batch_size", "lr", "seed", "device", "threads",
             "eval_pairs")
     values = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.no_progress:

@@ -48,10 +48,9 @@ import numpy as np
 import torch
 
 from btnet.io.atomic import file_sha256
+from btnet.models.conv_scale import IDENTITY_VAR, unit_output_scale
 
 BN_EPS = 1e-5  # btnet's (and arcface_torch's) BatchNorm epsilon
-#: running variance that makes ``var + eps`` exactly 1.0 in float32: an exact identity BatchNorm
-IDENTITY_VAR = float(np.float32(1.0) - np.float32(BN_EPS))
 assert np.float32(IDENTITY_VAR) + np.float32(BN_EPS) == np.float32(1.0)
 
 PIXEL_CENTRE = 127.5  # btnet feeds (x - 127.5) / 127.5
@@ -175,71 +174,18 @@ def verify_against_onnxruntime(path: str | Path, backbone: torch.nn.Module,
     return float(np.abs(l2_normalize(ref) - l2_normalize(got)).max())
 
 
-def conv_batchnorm_pairs(backbone: torch.nn.Module) -> list[tuple[str, str]]:
-    """``(conv, BatchNorm right after it)`` module names of an insightface-layout IResNet."""
-    pairs = [("conv1", "bn1")]
-    for name, module in backbone.named_modules():
-        if hasattr(module, "conv2") and hasattr(module, "bn3"):  # an IBasicBlock
-            pairs += [(f"{name}.conv1", f"{name}.bn2"), (f"{name}.conv2", f"{name}.bn3")]
-            if module.downsample is not None:
-                pairs.append((f"{name}.downsample.0", f"{name}.downsample.1"))
-    return pairs
-
-
-def _is_identity_bn(bn: torch.nn.Module) -> bool:
-    return (bool(torch.all(bn.weight == 1)) and bool(torch.all(bn.running_mean == 0))
-            and bool(torch.all(bn.running_var == torch.tensor(IDENTITY_VAR))))
-
-
-@torch.no_grad()
 def restore_batchnorm_statistics(backbone: torch.nn.Module, batches: Any) -> list[str]:
     """Give the identity BatchNorms of an import real statistics; the function is unchanged.
 
     Why: an identity BatchNorm computes the graph exactly in eval mode, but a BatchNorm that
     trains (a branch path's per-resolution copy in train mode) normalises by batch statistics,
-    which would wipe out the scale folded into the convolution before it. Measuring each such
-    convolution's per-channel output mean ``m`` and std ``s`` on faces at the canonical size
-    (``batches``: normalised N x 3 x S x S tensors) and rewriting ``conv.weight /= s``,
-    ``bn.weight = s``, ``bn.running_mean = m / s``, ``bn.bias += m`` keeps eval outputs equal
-    (up to float rounding) while the running statistics again describe the activations, as an
-    unfolded BatchNorm's do. Returns the BatchNorms rewritten.
+    which would wipe out the scale folded into the layer before it. Each such layer is rescaled
+    to unit output std on faces at the canonical size (``batches``: normalised N x 3 x S x S
+    tensors) and its BatchNorm given the measured scale and mean
+    (:func:`btnet.models.conv_scale.unit_output_scale` with ``folded_only``). Returns the
+    BatchNorms rewritten.
     """
-    pairs = [(c, b) for c, b in conv_batchnorm_pairs(backbone)
-             if _is_identity_bn(backbone.get_submodule(b))]
-    if not pairs:
-        return []
-    sums: dict[str, list[torch.Tensor | int]] = {}
-    hooks = []
-    for conv, _ in pairs:
-        def hook(_m: Any, _i: Any, out: torch.Tensor, conv: str = conv) -> None:
-            y = out.double().transpose(0, 1).reshape(out.shape[1], -1)
-            acc = sums.setdefault(conv, [0, 0.0, 0.0])
-            acc[0] += y.shape[1]
-            acc[1] = acc[1] + y.sum(1)
-            acc[2] = acc[2] + (y * y).sum(1)
-        hooks.append(backbone.get_submodule(conv).register_forward_hook(hook))
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        for x in batches:
-            backbone(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        backbone.train(was_training)
-    if not sums:
-        raise ValueError("restore_batchnorm_statistics needs at least one batch of faces")
-    for conv, bn in pairs:
-        n, total, squares = sums[conv]
-        mean = total / n
-        std = torch.sqrt(torch.clamp(squares / n - mean * mean, min=0.0))
-        std = torch.where(std > 1e-6, std, torch.ones_like(std))  # dead channels stay as they are
-        c, b = backbone.get_submodule(conv), backbone.get_submodule(bn)
-        c.weight.div_(std.view(-1, 1, 1, 1).to(c.weight.dtype))
-        b.weight.copy_(std)
-        b.running_mean.copy_(mean / std)
-        b.bias.add_(mean.to(b.bias.dtype))
-    return [bn for _, bn in pairs]
+    return unit_output_scale(backbone, batches, folded_only=True)
 
 
 # --------------------------------------------------------------------------- reading

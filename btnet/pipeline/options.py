@@ -21,6 +21,15 @@ STUDY_STAGES = {
 
 MR_INITS = ("scratch", "hr")
 
+# Named branch recipes (``--branch-recipe``): switches of the branch config, merged under a
+# study's own (Table 3's rows, Table 4's losses keep theirs). "paper" is the paper's recipe:
+# CurricularFace through the trunk's frozen classifier (BCT) plus branch distillation (0.5).
+# The others were chosen by the ablation of docs/results.md ("A branch recipe that beats its
+# trunk"), benchmarks/branch_recipe_ablation.py.
+BRANCH_RECIPES: dict[str, dict] = {
+    "paper": {},
+}
+
 
 @dataclass
 class StudyOptions:
@@ -47,6 +56,7 @@ class StudyOptions:
     mr_finetune_lr: float = 0.01
     trunk_loss: str = "curricularface"
     branch_loss: str = "curricularface"  # the paper's influence loss
+    branch_recipe: str = "paper"  # a key of BRANCH_RECIPES
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -64,8 +74,15 @@ class StudyOptions:
     flip: bool = False
 
     def __post_init__(self) -> None:
+        # 6 and 6.0 epochs are one training: stage keys hash the JSON of these numbers
+        for f in dataclasses.fields(self):
+            if f.type == "float" and isinstance(getattr(self, f.name), int):
+                setattr(self, f.name, float(getattr(self, f.name)))
         if self.mr_init not in MR_INITS:
             raise ValueError(f"mr_init must be one of {', '.join(MR_INITS)}, not {self.mr_init!r}")
+        if self.branch_recipe not in BRANCH_RECIPES:
+            raise ValueError(f"branch_recipe must be one of {', '.join(BRANCH_RECIPES)}, "
+                             f"not {self.branch_recipe!r}")
         if self.stages is not None:
             self._check_stages()
 
@@ -98,6 +115,13 @@ class StudyOptions:
                     f"{self.mr_finetune_epochs:g} epochs with the phi_mr recipe at lr "
                     f"{self.mr_finetune_lr:g} (mr_init=hr).")
         return f"phi_mr trunks: trained from scratch, {self.trunk_epochs:g} epochs (mr_init=scratch)."
+
+    def branch_recipe_line(self) -> str:
+        """One line for reports: how BTNet's branches were trained."""
+        switches = BRANCH_RECIPES[self.branch_recipe]
+        extra = ", ".join(f"{k}={v}" for k, v in switches.items())
+        return (f"BTNet branches: {self.branch_epochs:g} epochs, recipe '{self.branch_recipe}'"
+                + (f" ({extra})." if extra else " (BCT + branch distillation 0.5, the paper's)."))
 
     @property
     def folder(self) -> Path:

@@ -116,8 +116,11 @@ class Study:
     def branches(self, trunk: StageResult, name: str = "btnet", resolutions: list[int] | None = None,
                  loss: str | None = None, **switches: Any) -> StageResult:
         """BTNet branches on ``trunk``; ``switches`` are Table 3's (pretrained, bct, ...)."""
+        from btnet.pipeline.options import BRANCH_RECIPES
+
         branch = {"trunk": trunk.outputs["model"],
-                  "resolutions": resolutions or list(self.opts.resolutions), **switches}
+                  "resolutions": resolutions or list(self.opts.resolutions),
+                  **BRANCH_RECIPES[self.opts.branch_recipe], **switches}
         cfg = self._train_config("branch", name, self.opts.branch_epochs,
                                  loss or self.opts.branch_loss, {"branch": branch})
         return self.train_stage(name, cfg, [trunk])
@@ -236,7 +239,8 @@ def run_table1(opts: StudyOptions, echo=print, models: tuple[str, ...] | None = 
                               r="phi_mm" if "phi_mm" in stages else None)
     written = write_verification_report(results, report_dir, baselines, opts.canonical,
                                         title=f"Table 1 ({study.source.description})",
-                                        notes=opts.mr_trunk_recipe() + (
+                                        notes=opts.mr_trunk_recipe() + " "
+                                        + opts.branch_recipe_line() + (
                                             f" {HR_FINETUNED}: phi_hr fine-tuned the same way at "
                                             "full resolution only, the control for those extra "
                                             "epochs." if HR_FINETUNED in stages else ""))
@@ -386,7 +390,8 @@ def run_trunks(opts: StudyOptions, echo=print) -> Path:
     report_dir = study.root / "report"
     written = write_verification_report(results, report_dir, None, opts.canonical,
                                         title="Trunk choice: BTNet on phi_hr vs on phi_mr",
-                                        notes=opts.mr_trunk_recipe())
+                                        notes=opts.mr_trunk_recipe() + " "
+                                        + opts.branch_recipe_line())
     study.write_summary(report_dir, {})
     echo(f"report: {written['markdown']}")
     return report_dir

@@ -50,6 +50,8 @@ def branch_add_config(
     embed_loss: str = "mse",
     distill_weight: float = 0.5,
     embed_weight: float = 1.0,
+    trunk_scale: str = "unit",
+    degrade: str = "",
     seed: int = 0,
     device: str = "auto",
     threads: int = 0,
@@ -84,7 +86,8 @@ def branch_add_config(
         "branch": {"trunk": str(trunk), "resolutions": [int(r) for r in resolutions],
                    "objective": "distill", "embed_loss": embed_loss,
                    "distill_weight": float(distill_weight),
-                   "embed_distill_weight": float(embed_weight)},
+                   "embed_distill_weight": float(embed_weight),
+                   "trunk_scale": trunk_scale, "degrade": degrade},
     }
 
 

@@ -39,6 +39,7 @@ BRANCH_OBJECTIVES = {
     "embedding of the S-pixel face; no classifier, labels ignored, flat image folders accepted",
 }
 EMBED_LOSSES = ("cosine", "mse")
+TRUNK_SCALES = ("stored", "unit")
 
 
 @dataclass
@@ -122,6 +123,18 @@ class BranchConfig:
     objective: str = "bct"  # bct (needs labels) or distill (label-free); see BRANCH_OBJECTIVES
     # embedding term: mse (raw embeddings; measured better at 7 px, docs/training.md) or cosine
     embed_loss: str = "mse"
+    # surveillance degradation of the r-pixel training faces (btnet.data.degradation spec,
+    # e.g. "surveillance" or "blur=0.3:1,p=0.5"); "" trains on clean down-sampling only
+    degrade: str = ""
+    # where the trunk's per-channel scales sit when branches start training: "stored" (as the
+    # trunk file has them) or "unit" (each conv rescaled to unit output std on training faces,
+    # the same function: btnet.models.conv_scale); "unit" makes a folder and its ONNX export
+    # (which folds BatchNorm) train alike
+    trunk_scale: str = "stored"
+    # resolutions whose path gets its own trainable copy of the shared tail although the trunk
+    # is fixed (all of them under fixed_trunk: false): more capacity for, e.g., 7-pixel faces,
+    # at the cost of storing that tail per path
+    untie: list[int] = field(default_factory=list)
     separate_runs: bool = False  # one run per resolution instead of all in one
     coupling_offset: int = 0  # couple k units deeper than the first r x r unit (Figure 7)
 
@@ -313,6 +326,7 @@ _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("branch.embed_distill_weight", 0, 1e6, True),
     ("branch.coupling_offset", 0, 1000, True),
     ("branch.resolutions", 1, 4096, True),
+    ("branch.untie", 1, 4096, True),
     ("mm.resolutions", 1, 4096, True),
     ("eval.every", 0, float("inf"), True),
     ("eval.batch_size", 1, float("inf"), True),
@@ -372,6 +386,19 @@ def _validate_branch(bc: BranchConfig) -> None:
     if bc.embed_loss not in EMBED_LOSSES:
         raise ConfigError(f"branch.embed_loss must be one of {', '.join(EMBED_LOSSES)}, "
                           f"not {bc.embed_loss!r}")
+    stray = [r for r in bc.untie if r not in bc.resolutions]
+    if stray:
+        raise ConfigError(f"branch.untie names resolutions without a branch: {stray} "
+                          f"(branch.resolutions: {bc.resolutions})")
+    if bc.trunk_scale not in TRUNK_SCALES:
+        raise ConfigError(f"branch.trunk_scale must be one of {', '.join(TRUNK_SCALES)}, "
+                          f"not {bc.trunk_scale!r}")
+    try:
+        from btnet.data.degradation import parse_degradation
+
+        parse_degradation(bc.degrade or None)
+    except ValueError as exc:
+        raise ConfigError(f"branch.degrade: {exc}") from None
     if bc.embed_distill_weight is None:
         bc.embed_distill_weight = 1.0 if bc.objective == "distill" else 0.0
     if bc.distill_weight < 0 or bc.embed_distill_weight < 0:

@@ -98,6 +98,7 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
         _meta,
         check_branch_pairing,
         make_branch_sample,
+        trainable_paths,
     )
 
     bc = cfg.branch
@@ -105,12 +106,7 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
     geometry = trunk.coupling_geometry()
     couplings = {r: geometry.candidates(r)[bc.coupling_offset] for r in resolutions}
     model = BTNet(trunk, resolutions, pretrained_branches=bc.pretrained, couplings=couplings)
-    if bc.fixed_trunk:
-        model.freeze_shared()
-    else:
-        for r in resolutions:
-            model.untie(r)
-    trainable = [p for r in resolutions for p in model.path_parameters(r)]
+    trainable = trainable_paths(model, bc, resolutions)
     embed_weight = 1.0 if bc.embed_distill_weight is None else bc.embed_distill_weight
     task = LabelFreeBranchTask(model, resolutions, bc.distill_weight, embed_weight, bc.embed_loss)
     _freeze_all_but(task, trainable)
@@ -121,12 +117,13 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
     def save(out):
         meta = _meta(cfg, trunk=str(source), objective="distill", pretrained=bc.pretrained,
                      fixed_trunk=bc.fixed_trunk, distill_weight=bc.distill_weight,
-                     embed_distill_weight=embed_weight, embed_loss=bc.embed_loss)
+                     embed_distill_weight=embed_weight, embed_loss=bc.embed_loss,
+                     degrade=bc.degrade, trunk_scale=bc.trunk_scale, untie=list(bc.untie))
         meta.pop("loss", None)  # no margin loss was used
         return save_btnet(model, out, meta=meta)
 
     return Recipe(
         "branch" + ("" if len(resolutions) > 1 else str(resolutions[0])), task, dataset,
-        make_branch_sample(cfg.model.input_size, resolutions, cfg.data.flip),
+        make_branch_sample(cfg.model.input_size, resolutions, cfg.data.flip, bc.degrade),
         save, lambda: MultiResolutionEncoder(model, name=cfg.run_name()),
     )

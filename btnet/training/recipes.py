@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from btnet.data.resolution import FixedSampler, MultiResolutionTransform, downsample, make_sampler
-from btnet.losses import MarginHead, branch_distillation, build_margin_loss, embedding_distillation
+from btnet.losses import MarginHead, branch_distillation, build_margin_loss, embedding_loss
 from btnet.models import BTNet, build_backbone
 from btnet.models.backbone import Backbone
 from btnet.training.config import Config, ConfigError
@@ -78,6 +78,7 @@ class BranchTask(nn.Module):
         resolutions: list[int],
         distill_weight: float,
         embed_distill_weight: float,
+        embed_loss: str = "mse",
     ):
         super().__init__()
         self.model = model
@@ -91,6 +92,7 @@ class BranchTask(nn.Module):
             self.heads[str(r)] = head
         self.distill_weight = float(distill_weight)
         self.embed_distill_weight = float(embed_distill_weight)
+        self.embed_loss = embedding_loss(embed_loss)
 
     def train(self, mode: bool = True) -> BranchTask:
         super().train(mode)
@@ -122,7 +124,7 @@ class BranchTask(nn.Module):
                 loss_r = loss_r + self.distill_weight * dist
                 out[f"distill{r}"] = dist.detach()
             if t_emb is not None:
-                edist = embedding_distillation(emb, t_emb)
+                edist = self.embed_loss(emb, t_emb)
                 loss_r = loss_r + self.embed_distill_weight * edist
                 out[f"edistill{r}"] = edist.detach()
             total = total + loss_r
@@ -170,15 +172,24 @@ def make_trunk_sample(sampler_name: str, canonical: int, flip: bool, restore: bo
     return fn
 
 
-def make_branch_sample(canonical: int, resolutions: list[int], flip: bool):
-    """``f(image, rng) -> {"x": S x S face, "x7": its 7 x 7 version, ...}`` (same flip)."""
+def make_branch_sample(canonical: int, resolutions: list[int], flip: bool, degrade: str = ""):
+    """``f(image, rng) -> {"x": S x S face, "x7": its 7 x 7 version, ...}`` (same flip).
+
+    ``degrade`` (a :func:`~btnet.data.degradation.parse_degradation` spec) blurs, adds noise to
+    and re-compresses each small face as a camera would; the teacher's S-pixel face stays
+    clean, so a branch learns to map a degraded r-pixel face to what the clean face holds.
+    """
+    from btnet.data.degradation import parse_degradation
+
     to_canonical = MultiResolutionTransform(FixedSampler(canonical), canonical)
+    degradation = parse_degradation(degrade or None)
 
     def fn(image: np.ndarray, rng: np.random.Generator) -> Sample:
         hr = _flip(to_canonical(image, rng), rng, flip)
         sample = {"x": hr}
         for r in resolutions:
-            sample[f"x{r}"] = downsample(hr, r)
+            small = downsample(hr, r)
+            sample[f"x{r}"] = small if degradation is None else degradation(small, rng)
         return sample
 
     return fn
@@ -330,8 +341,11 @@ def load_trunk(cfg: Config, dataset=None) -> tuple[Backbone, dict[str, torch.Ten
     file = is_trunk_file(cfg.branch.trunk)  # a file cannot always tell its canonical size
     calibration = None if dataset is None else (
         lambda: calibration_batches(dataset, cfg.model.input_size, seed=cfg.train.seed))
+    if calibration is None and cfg.branch.trunk_scale == "unit":
+        raise ValueError("branch.trunk_scale: unit measures the trunk on training faces; "
+                         "load_trunk needs the dataset")
     source = open_trunk_source(cfg.branch.trunk, cfg.model.input_size if file else None,
-                               calibration)
+                               calibration, trunk_scale=cfg.branch.trunk_scale)
     trunk, classifier, folder = source.backbone, source.classifier, source.path
     if cfg.branch.classifier:
         cpath = Path(cfg.branch.classifier)
@@ -389,6 +403,18 @@ def check_branch_pairing(cfg: Config, dataset, resolutions: list[int]):
     return trunk, weight, folder
 
 
+def trainable_paths(model: BTNet, bc, resolutions: list[int]) -> list[nn.Parameter]:
+    """Untie the paths that get their own tail (all under ``fixed_trunk: false``, else those of
+    ``branch.untie``), freeze the trunk where it is fixed, and return what trains: each path's
+    branch, own BatchNorms and (untied) tail copy."""
+    untie = resolutions if not bc.fixed_trunk else [r for r in bc.untie if r in resolutions]
+    for r in untie:
+        model.untie(r)  # before freezing: the copies must stay trainable
+    if bc.fixed_trunk:
+        model.freeze_shared()
+    return [p for r in resolutions for p in model.path_parameters(r)]
+
+
 def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
     from btnet.inference.encoders import MultiResolutionEncoder
     from btnet.io.model_store import save_btnet
@@ -402,30 +428,24 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
     classifier = NormalizedClassifier(trunk.embedding_size, dataset.num_classes)
     if weight is not None:
         classifier.weight.data.copy_(weight)
-    trainable: list[nn.Parameter] = []
-    if bc.fixed_trunk:
-        model.freeze_shared()
-    else:
-        for r in resolutions:
-            model.untie(r)
-    for r in resolutions:
-        trainable += model.path_parameters(r)
+    trainable = trainable_paths(model, bc, resolutions)
     if not bc.bct:
         trainable += list(classifier.parameters())
     task = BranchTask(model, classifier, cfg.loss.name, cfg.loss.s, cfg.loss.m, resolutions,
-                      bc.distill_weight, bc.embed_distill_weight or 0.0)
+                      bc.distill_weight, bc.embed_distill_weight or 0.0, bc.embed_loss)
     _freeze_all_but(task, trainable)
 
     def save(out: Path) -> Path:
         meta = _meta(cfg, trunk=str(folder), pretrained=bc.pretrained, bct=bc.bct,
                      fixed_trunk=bc.fixed_trunk, distill_weight=bc.distill_weight,
-                     embed_distill_weight=bc.embed_distill_weight,
+                     embed_distill_weight=bc.embed_distill_weight, embed_loss=bc.embed_loss,
+                     degrade=bc.degrade, trunk_scale=bc.trunk_scale, untie=list(bc.untie),
                      num_classes=dataset.num_classes)
         return save_btnet(model, out, meta=meta, classifier=_classifier_state(classifier))
 
     return Recipe(
         "branch" + ("" if len(resolutions) > 1 else str(resolutions[0])), task, dataset,
-        make_branch_sample(cfg.model.input_size, resolutions, cfg.data.flip),
+        make_branch_sample(cfg.model.input_size, resolutions, cfg.data.flip, bc.degrade),
         save, lambda: MultiResolutionEncoder(model, name=cfg.run_name()),
     )
 

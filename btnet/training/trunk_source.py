@@ -51,14 +51,19 @@ def calibration_batches(dataset, canonical: int, count: int = 256, batch_size: i
 
 
 def open_trunk_source(source: str | Path, input_size: int | None = None,
-                      calibration=None) -> TrunkSource:
+                      calibration=None, trunk_scale: str = "stored") -> TrunkSource:
     """Load a trunk from a model folder, a training output folder, a ``backbone.pth`` or an
     ``.onnx`` file (``input_size``: the canonical size where the file cannot tell).
 
     ``calibration``: a callable returning batches of faces (:func:`calibration_batches`); an
     ONNX import's identity BatchNorms (folded by the exporter) get their statistics from them,
-    so that per-resolution BatchNorm copies can train. Every kind of source is read by
-    :func:`btnet.io.trunks.open_trunk`; this adds the training-side calibration.
+    so that per-resolution BatchNorm copies can train. ``trunk_scale="unit"`` rescales every
+    convolution of any trunk to unit output std on those faces instead
+    (:func:`btnet.models.conv_scale.unit_output_scale`; the function is unchanged, the split of
+    each channel's scale between conv and BatchNorm, which an ONNX export discards and which
+    sets how fast copied branches train, becomes the same for every source). Every kind of
+    source is read by :func:`btnet.io.trunks.open_trunk`; this adds the training-side
+    calibration.
     """
     from btnet.io.trunks import open_trunk
 
@@ -67,7 +72,16 @@ def open_trunk_source(source: str | Path, input_size: int | None = None,
 
         source = resolve_model_folder(source)
     trunk = open_trunk(source, input_size=input_size)
-    if trunk.kind == "onnx" and calibration is not None:
+    if trunk_scale == "unit":
+        if calibration is None:
+            raise ValueError("trunk_scale='unit' needs calibration faces")
+        from btnet.models.conv_scale import unit_output_scale
+
+        batches = calibration()
+        rescaled = unit_output_scale(trunk.backbone, batches)
+        trunk.meta["trunk_scale"] = {"unit": len(rescaled),
+                                     "faces": sum(len(b) for b in batches)}
+    elif trunk.kind == "onnx" and calibration is not None:
         trunk.restore_batchnorm_statistics(calibration(), described_as="training images")
     kind = {"model": "folder", "arcface-pth": "pth"}.get(trunk.kind, trunk.kind)
     return TrunkSource(trunk.backbone.eval(), trunk.classifier, Path(trunk.source), kind,

@@ -291,3 +291,68 @@ def test_restored_statistics_make_train_mode_batchnorm_behave_like_the_original(
         assert_same_embeddings(before.numpy(), backbone(x).numpy(), tol=1e-5)
     assert train_vs_eval(backbone) > 0.999
     assert restore_batchnorm_statistics(backbone, [x]) == []  # nothing identity is left
+
+
+def _data_statistics(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """Running statistics = the batch's own, as in a trained model (BN momentum 1 for a pass)."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.momentum = 1.0
+    with torch.no_grad():
+        net.train()(x)
+    for m in bns:
+        m.momentum = 0.1
+    return net.eval()
+
+
+def test_unit_output_scale_keeps_the_function_and_makes_an_import_train_like_the_original(
+        tmp_path):
+    """Issue 12's round trip: the exporter discards how each channel's scale is split between
+    conv and BatchNorm, which sets how fast copied branches train. In unit scale the original
+    and its import are the same parameters (up to each channel's sign), so they train alike."""
+    import copy
+
+    from btnet.models.conv_scale import unit_output_scale
+
+    x = torch.from_numpy(_batch(64, 32, seed=7))
+    net = _data_statistics(random_iresnet("iresnet18", 4, 32, 8, seed=2), x)
+    imported, _ = load_onnx_backbone(export_arcface_onnx(net, tmp_path / "t.onnx"))
+    original = copy.deepcopy(net)
+    with torch.no_grad():
+        ref_eval, ref_train = net.eval()(x), copy.deepcopy(net).train()(x)
+    rewritten = unit_output_scale(original, [x[:32], x[32:]])
+    assert "features" in rewritten and "layer1.0.bn2" in rewritten
+    with torch.no_grad():
+        assert_same_embeddings(ref_eval.numpy(), original.eval()(x).numpy(), tol=1e-5)
+        assert_same_embeddings(ref_train.numpy(), copy.deepcopy(original).train()(x).numpy(),
+                               tol=1e-5)
+    # every rescaled conv now has unit output std on those faces
+    feats = {}
+    hook = original.layer2[0].conv2.register_forward_hook(lambda m, i, o: feats.setdefault("y", o))
+    with torch.no_grad():
+        original.eval()(x)
+    hook.remove()
+    std = feats["y"].transpose(0, 1).reshape(feats["y"].shape[1], -1).std(1, unbiased=False)
+    assert torch.allclose(std, torch.ones_like(std), atol=1e-4)
+
+    unit_output_scale(imported, [x[:32], x[32:]])
+    # The import's BatchNorm scales are measured (biased std); the original's running variance
+    # is unbiased, n / (n - 1) larger: 256 values per channel in layer4 here, so the two
+    # differ by ~0.2 % there, and no better can be known from a folded graph.
+    with torch.no_grad():
+        assert_same_embeddings(ref_eval.numpy(), imported.eval()(x).numpy(), tol=1e-5)
+        assert_same_embeddings(ref_train.numpy(), copy.deepcopy(imported).train()(x).numpy(),
+                               tol=1e-2)
+    a, b = original.state_dict(), imported.state_dict()
+    for name in a:
+        if name.endswith(".weight") and a[name].dim() == 4:  # conv weights: equal up to sign
+            assert torch.allclose(a[name].abs(), b[name].abs(), atol=1e-5), name
+    # one SGD step on the same loss moves both to the same function (the branch dynamics)
+    for model in (original, imported):
+        model.train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1,
+                              momentum=0.9, weight_decay=5e-4)
+        model(x).pow(2).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        assert_same_embeddings(original.eval()(x).numpy(), imported.eval()(x).numpy(), tol=1e-2)

@@ -200,3 +200,39 @@ def test_labelfree_study_runs_tiny(tmp_path):
     summary = json.loads((report / "study.json").read_text())
     diff = next(c for c in summary["comparisons"] if c[0] == "label-free on phi_hr − BCT on phi_hr")
     assert "±" in diff[1]  # a paired standard error next to each difference
+
+
+def test_branch_recipe_is_named_checked_and_reaches_the_branch_config(tmp_path):
+    """--branch-recipe: a named set of branch switches under the study's own; 'paper' adds
+    none (so the paper's stages keep their cache keys); unknown names are refused."""
+    from btnet.pipeline.options import BRANCH_RECIPES, StudyOptions
+    from btnet.pipeline.studies import Study
+
+    with pytest.raises(ValueError, match="branch_recipe must be one of"):
+        StudyOptions(branch_recipe="magic")
+    assert BRANCH_RECIPES["paper"] == {}
+    seen = {}
+    for name in BRANCH_RECIPES:
+        study = Study(StudyOptions(out=str(tmp_path / name), branch_recipe=name, **TINY))
+        study.train_stage = lambda n, cfg, deps=(): cfg
+        trunk = type("T", (), {"outputs": {"model": "m"}})()
+        seen[name] = study.branches(trunk)["branch"]
+        explicit = study.branches(trunk, distill_weight=0.0)["branch"]
+        assert explicit["distill_weight"] == 0.0  # a study's own switch wins
+    assert set(seen["paper"]) == {"trunk", "resolutions"}
+    for name, switches in BRANCH_RECIPES.items():
+        for key, value in switches.items():
+            assert seen[name][key] == value
+
+
+def test_integer_and_float_epochs_are_one_stage(tmp_path):
+    """Stage keys hash option values as JSON, where 6 and 6.0 differ: options coerce them."""
+    from btnet.pipeline.options import StudyOptions
+    from btnet.pipeline.studies import Study
+
+    keys = []
+    for epochs in (6, 6.0):
+        study = Study(StudyOptions(out=str(tmp_path / "s"), trunk_epochs=epochs))
+        cfg = study._train_config("trunk", "t", study.opts.trunk_epochs, "arcface", {})
+        keys.append(study.cache.key("train_trunk", study._cache_view(cfg)))
+    assert keys[0] == keys[1]

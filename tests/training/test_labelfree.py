@@ -131,6 +131,10 @@ def test_flat_folder_is_unlabelled_and_only_label_free_takes_it(tmp_path, tiny, 
         ({"objective": "distill", "distill_weight": 0.0, "embed_distill_weight": 0.0},
          "nothing to learn from"),
         ({"distill_weight": -1.0}, ">= 0"),
+        ({"trunk_scale": "folded"}, "branch.trunk_scale must be one of stored, unit"),
+        ({"untie": [5]}, r"branch.untie names resolutions without a branch: \[5\]"),
+        ({"degrade": "blur=2:1"}, "branch.degrade: blur sigma range"),
+        ({"degrade": "fog=1"}, "branch.degrade: .*unknown key 'fog'"),
     ],
 )
 def test_branch_objective_validation(tiny, branch, match):

@@ -197,3 +197,65 @@ def test_warm_started_trunk_trains_from_the_stored_weights(tmp_path, tiny, tiny_
     with pytest.raises(ConfigError, match="trunk recipe only"):
         train(tiny(recipe="mm", model={"init_from": str(tiny_trunk.model_path)}),
               output_dir=tmp_path / "mm")
+
+
+def test_degraded_branch_samples_keep_the_teacher_clean_and_are_seeded():
+    """branch.degrade blurs / noises / re-compresses the r-pixel faces only, the same way for
+    the same (seed, sample) and differently from clean down-sampling."""
+    import numpy as np
+
+    from btnet.training.recipes import make_branch_sample
+
+    face = np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    clean = make_branch_sample(28, [7, 14], flip=False)
+    degraded = make_branch_sample(28, [7, 14], flip=False, degrade="blur=0.8,noise=6,p=1")
+    a = clean(face, np.random.default_rng(5))
+    b = degraded(face, np.random.default_rng(5))
+    c = degraded(face, np.random.default_rng(5))
+    assert np.array_equal(a["x"], b["x"])  # the teacher's S-pixel face stays clean
+    for r in (7, 14):
+        assert b[f"x{r}"].shape == a[f"x{r}"].shape == (r, r, 3)
+        assert not np.array_equal(a[f"x{r}"], b[f"x{r}"])
+        assert np.array_equal(b[f"x{r}"], c[f"x{r}"])
+
+
+def test_bct_branches_with_embedding_term_degradation_unit_scale_and_untied_7(tmp_path, tiny,
+                                                                             tiny_trunk):
+    """The levers of the beyond-the-paper recipe train together: the stored trunk computes the
+    same embeddings as the original (unit scale moves scale, not function), the BCT classifier
+    is unchanged, the embedding term (mse by default) is logged."""
+    import numpy as np
+
+    from btnet.inference import load_encoder
+
+    cfg = tiny(recipe="branch", optim={"lr": 0.01},
+               branch={"trunk": str(tiny_trunk.output_dir), "resolutions": [7, 14],
+                       "embed_distill_weight": 1.0, "degrade": "surveillance",
+                       "trunk_scale": "unit", "untie": [7]},
+               train={"max_steps": 3})
+    res = train(cfg, output_dir=tmp_path / "b")
+    rec = _records(res.output_dir)[-1]
+    assert {"cls7", "distill7", "edistill7"} <= rec.keys()
+    x = torch.rand(4, 3, 28, 28) * 2 - 1
+    before = load_model(tiny_trunk.model_path).model.eval()
+    after = load_model(res.model_path).model.trunk.eval()
+    with torch.no_grad():
+        e0, e1 = before(x), after(x)
+    unit = torch.nn.functional.normalize
+    assert (unit(e0) - unit(e1)).abs().max() < 1e-4  # what a matcher compares
+    w0 = before.state_dict()["layer1.0.conv1.weight"]
+    w1 = after.state_dict()["layer1.0.conv1.weight"]
+    assert not torch.allclose(w0, w1)  # the scale moved into the BatchNorms
+    stored = json.loads((res.model_path / "model.json").read_text())
+    assert stored["paths"]["7"]["untied"] and not stored["paths"]["14"]["untied"]
+    # the untied 7-pixel path stores its own tail: more than the tied 14-pixel path's BNs
+    assert stored["paths"]["7"]["stored_parameters"] > 4 * stored["paths"]["14"]["stored_parameters"]
+    loaded = load_model(res.model_path).model
+    assert loaded.untied == {7}
+    meta = stored["meta"]
+    assert meta["degrade"] == "surveillance" and meta["embed_loss"] == "mse"
+    assert meta["trunk_scale"] == "unit" and meta["untie"] == [7]
+    enc = load_encoder(str(res.model_path))  # the model every command takes
+    faces = [np.full((7, 7, 3), v, dtype=np.uint8) for v in (40, 200)]
+    got = enc.encode(faces)
+    assert got.embeddings.shape == (2, 32) and list(got.paths) == [7, 7]
