@@ -237,6 +237,23 @@ class BTNet(nn.Module):
         """The trunk's output at r's coupling unit on the canonical image (the teacher)."""
         return self.trunk.forward_units(x_s, 0, self.branch_path(r).coupling + 1)
 
+    def trunk_targets(self, x_s: torch.Tensor, resolutions: list[int], features: bool = True,
+                      embedding: bool = False) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """What branch training distils from, in one trunk pass over the canonical images: the
+        coupling-unit output for each r (``features``) and the embedding (``embedding``)."""
+        feats: dict[int, torch.Tensor] = {}
+        h, done = x_s, 0
+        if features:
+            by_unit: dict[int, list[int]] = {}
+            for r in resolutions:
+                by_unit.setdefault(self.branch_path(r).coupling, []).append(int(r))
+            for unit in sorted(by_unit):
+                h = self.trunk.forward_units(h, done, unit + 1)
+                done = unit + 1
+                feats.update({r: h for r in by_unit[unit]})
+        emb = self.trunk.forward_head(self.trunk.forward_units(h, done)) if embedding else None
+        return feats, emb
+
     def extra_repr(self) -> str:
         parts = [f"canonical={self.canonical}"]
         for p in self._branch_paths():

@@ -28,6 +28,10 @@ MR_INITS = ("scratch", "hr")
 # trunk"), benchmarks/branch_recipe_ablation.py.
 BRANCH_RECIPES: dict[str, dict] = {
     "paper": {},
+    # + the embedding term (MSE towards the trunk's embedding of the S-pixel face) and an own
+    # trainable copy of the shared tail for the 7-pixel path, the two levers that moved 56&7
+    # and 7&7 most in the ablation (the tail copy doubles what the 7-pixel path stores)
+    "extended": {"embed_distill_weight": 1.0, "untie": [7]},
 }
 
 

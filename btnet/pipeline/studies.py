@@ -118,9 +118,13 @@ class Study:
         """BTNet branches on ``trunk``; ``switches`` are Table 3's (pretrained, bct, ...)."""
         from btnet.pipeline.options import BRANCH_RECIPES
 
-        branch = {"trunk": trunk.outputs["model"],
-                  "resolutions": resolutions or list(self.opts.resolutions),
-                  **BRANCH_RECIPES[self.opts.branch_recipe], **switches}
+        rs = list(resolutions or self.opts.resolutions)
+        recipe = dict(BRANCH_RECIPES[self.opts.branch_recipe])
+        if "untie" in recipe:  # a recipe's untied paths, where this stage has them
+            recipe["untie"] = [r for r in recipe["untie"] if r in rs]
+            if not recipe["untie"]:
+                del recipe["untie"]
+        branch = {"trunk": trunk.outputs["model"], "resolutions": rs, **recipe, **switches}
         cfg = self._train_config("branch", name, self.opts.branch_epochs,
                                  loss or self.opts.branch_loss, {"branch": branch})
         return self.train_stage(name, cfg, [trunk])

@@ -56,16 +56,7 @@ class LabelFreeBranchTask(nn.Module):
     def teacher(self, x_s: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
         """The trunk's coupling features (per r) and embedding of the S-pixel faces, in one
         pass (features taken on the way)."""
-        trunk = self.model.trunk
-        by_unit = {self.model.coupling[r]: r for r in self.resolutions}
-        feats: dict[int, torch.Tensor] = {}
-        h, done = x_s, 0
-        for unit in sorted(by_unit):
-            h = trunk.forward_units(h, done, unit + 1)
-            done = unit + 1
-            feats[by_unit[unit]] = h
-        emb = trunk.forward_head(trunk.forward_units(h, done)) if self.embed_weight > 0 else None
-        return feats, emb
+        return self.model.trunk_targets(x_s, self.resolutions, embedding=self.embed_weight > 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats, t_emb = self.teacher(batch["x"])

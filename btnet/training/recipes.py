@@ -101,11 +101,8 @@ class BranchTask(nn.Module):
 
     @torch.no_grad()
     def _teacher(self, x_s: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
-        feats = {}
-        if self.distill_weight > 0:
-            feats = {r: self.model.trunk_features_at_coupling(x_s, r) for r in self.resolutions}
-        emb = self.model.trunk(x_s) if self.embed_distill_weight > 0 else None
-        return feats, emb
+        return self.model.trunk_targets(x_s, self.resolutions, features=self.distill_weight > 0,
+                                        embedding=self.embed_distill_weight > 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats, t_emb = self._teacher(batch["x"])

@@ -277,3 +277,24 @@ def test_coupling_can_move_deeper_and_is_stored(tmp_path):
     assert loaded.coupling_name(14) == "layer2.2"
     x = torch.randn(2, 3, 14, 14)
     assert torch.equal(loaded(x), deep(x))
+
+
+def test_trunk_targets_in_one_pass_equal_the_separate_passes():
+    """Branch training's teacher (coupling features per r and the embedding) comes from one
+    trunk pass; it must be what the separate passes give, bit for bit."""
+    trunk = tiny().eval()
+    for p in trunk.modules():  # non-trivial statistics
+        if isinstance(p, nn.BatchNorm2d):
+            p.running_mean.uniform_(-0.5, 0.5)
+            p.running_var.uniform_(0.5, 2.0)
+    model = BTNet(trunk, [7, 14, 28]).eval()
+    x = torch.randn(3, 3, 56, 56)
+    with torch.no_grad():
+        feats, emb = model.trunk_targets(x, [28, 7, 14], embedding=True)
+        assert set(feats) == {7, 14, 28}
+        for r in (7, 14, 28):
+            assert torch.equal(feats[r], model.trunk_features_at_coupling(x, r))
+        assert torch.equal(emb, trunk(x))
+        only_emb = model.trunk_targets(x, [7], features=False, embedding=True)
+        assert only_emb[0] == {} and torch.equal(only_emb[1], emb)
+        assert model.trunk_targets(x, [14])[1] is None

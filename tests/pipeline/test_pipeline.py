@@ -220,6 +220,10 @@ def test_branch_recipe_is_named_checked_and_reaches_the_branch_config(tmp_path):
         explicit = study.branches(trunk, distill_weight=0.0)["branch"]
         assert explicit["distill_weight"] == 0.0  # a study's own switch wins
     assert set(seen["paper"]) == {"trunk", "resolutions"}
+    # a single-resolution stage (Table 3's r = 14) drops untied paths it does not have
+    study = Study(StudyOptions(out=str(tmp_path / "t3"), branch_recipe="extended", **TINY))
+    study.train_stage = lambda n, cfg, deps=(): cfg
+    assert "untie" not in study.branches(trunk, resolutions=[14])["branch"]
     for name, switches in BRANCH_RECIPES.items():
         for key, value in switches.items():
             assert seen[name][key] == value
