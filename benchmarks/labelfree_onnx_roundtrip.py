@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = open_pair_set(str(Path(args.data) / "lfw" / "pairs.txt"))
     trunk = open_trunk(args.trunk)
     settings = parse_settings(SETTINGS, trunk.backbone.input_size)
+    names = [s.name for s in settings]  # "56&7", ...
     rows: dict[str, list[dict]] = {}
     for scale in args.trunk_scale.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                     cached.write_text(json.dumps([r.to_dict() for r in got]))
                 res[src] = {d["setting"]: d for d in json.loads(cached.read_text())}
             row = {"seed": seed, "original": {}, "import": {}, "diff": {}}
-            for s in SETTINGS:
+            for s in names:
                 a, b = res["import"][s], res["original"][s]
                 fa = np.asarray(a["metrics"]["fold_accuracies"])
                 fb = np.asarray(b["metrics"]["fold_accuracies"])
@@ -81,15 +82,15 @@ def main(argv: list[str] | None = None) -> None:
             rows.setdefault(scale, []).append(row)
             print(json.dumps({"trunk_scale": scale, **row}))
     (out / "roundtrip.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| trunk scale | seed | " + " | ".join(f"{s} original / import" for s in SETTINGS)
-             + " |", "|---|---|" + "---|" * len(SETTINGS)]
+    lines = ["| trunk scale | seed | " + " | ".join(f"{s} original / import" for s in names)
+             + " |", "|---|---|" + "---|" * len(names)]
     for scale, runs in rows.items():
         for r in runs:
             lines.append(f"| {scale} | {r['seed']} | " + " | ".join(
                 f"{r['original'][s]:.2f} / {r['import'][s]:.2f} ({r['diff'][s][0]:+.2f} ± "
-                f"{r['diff'][s][1]:.2f})" for s in SETTINGS) + " |")
-        d = np.array([[r["diff"][s][0] for s in SETTINGS] for r in runs])
-        se = d.std(0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.full(len(SETTINGS), np.nan)
+                f"{r['diff'][s][1]:.2f})" for s in names) + " |")
+        d = np.array([[r["diff"][s][0] for s in names] for r in runs])
+        se = d.std(0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.full(len(names), np.nan)
         lines.append(f"| {scale} | mean import − original | " + " | ".join(
             f"{m:+.2f} ± {e:.2f}" for m, e in zip(d.mean(0), se)) + " |")
     table = "\n".join(lines)

@@ -140,14 +140,22 @@ def _check_same_run(run_dir: Path, cfg) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
+    from btnet.training.config import Config
+
     saved = yaml.safe_load(saved_path.read_text()) or {}
     now = cfg.to_dict()
+    # a setting newer than the saved run is compared with its default, which is what that run
+    # had (new settings default to the former behaviour), so upgrading btnet keeps runs resumable
+    default = Config().to_dict()
+
+    def was(sec: str, k: str):
+        return saved.get(sec, {}).get(k, default[sec].get(k))
+
     differs = [f"{sec}.{k}" for sec in ("model", "branch", "optim", "schedule")
-               for k in now[sec] if saved.get(sec, {}).get(k) != now[sec][k]]
-    differs += [f"data.{k}" for k in ("train", "sampler", "flip")
-                if saved.get("data", {}).get(k) != now["data"][k]]
+               for k in now[sec] if was(sec, k) != now[sec][k]]
+    differs += [f"data.{k}" for k in ("train", "sampler", "flip") if was("data", k) != now["data"][k]]
     differs += [f"train.{k}" for k in ("epochs", "max_steps", "batch_size", "seed")
-                if saved.get("train", {}).get(k) != now["train"][k]]
+                if was("train", k) != now["train"][k]]
     if differs:
         raise ConfigError(f"{run_dir.parent} holds a run with other settings ({', '.join(differs)}); "
                           "use another --out, or repeat the original command to continue it")

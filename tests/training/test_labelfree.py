@@ -220,3 +220,24 @@ def test_branch_add_refuses_a_folder_that_is_not_its_own(tmp_path, tiny_trunk):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         add_branches(tiny_trunk.model_path, FACES, tmp_path / "busy", max_steps=1)
+
+
+def test_branch_add_run_from_before_a_new_setting_still_continues(tmp_path, tiny_trunk):
+    """A run folder written before a setting existed (its config.yaml lacks the key) holds that
+    setting's default, so the same command continues it; a real difference is still refused."""
+    import yaml
+
+    from btnet.training.branch_add import _check_same_run, branch_add_config
+    from btnet.training.config import config_from_dict
+
+    images = _flat_folder(tmp_path / "faces")
+    cfg = config_from_dict(branch_add_config(tiny_trunk.output_dir, str(images), epochs=1))
+    saved = cfg.to_dict()
+    del saved["branch"]["untie"]  # as written before branch.untie existed
+    run = tmp_path / "out" / "training"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    _check_same_run(run, cfg)
+    other = config_from_dict(branch_add_config(tiny_trunk.output_dir, str(images), epochs=2))
+    with pytest.raises(ConfigError, match="train.epochs"):
+        _check_same_run(run, other)
