@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "The whole method on a laptop: generate built-in faces, train phi_hr, phi_mr and "
             "BTNet branches 7/14/28 on the phi_mr trunk, CPU-sized "
             "IResNet-18, evaluate the Table-1 matrix with gains and the cost table, and write "
-            "a report folder (Markdown, PNG, JSON) in about 7 minutes on two cores. The phi_mr "
+            "a report folder (Markdown, PNG, JSON) in under 10 minutes on two cores. The phi_mr "
             "trunk is phi_hr fine-tuned with the phi_mr recipe (--mr-init hr). "
             "Interrupted runs continue where they stopped."
         ),

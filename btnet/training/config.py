@@ -133,7 +133,8 @@ class BranchConfig:
     trunk_scale: str = "stored"
     # resolutions whose path gets its own trainable copy of the shared tail although the trunk
     # is fixed (all of them under fixed_trunk: false): more capacity for, e.g., 7-pixel faces,
-    # at the cost of storing that tail per path
+    # at the cost of storing that tail per path; one not in branch.resolutions has no path to
+    # untie (so --set branch.resolutions=[14] works on a config that unties 7)
     untie: list[int] = field(default_factory=list)
     separate_runs: bool = False  # one run per resolution instead of all in one
     coupling_offset: int = 0  # couple k units deeper than the first r x r unit (Figure 7)
@@ -386,10 +387,6 @@ def _validate_branch(bc: BranchConfig) -> None:
     if bc.embed_loss not in EMBED_LOSSES:
         raise ConfigError(f"branch.embed_loss must be one of {', '.join(EMBED_LOSSES)}, "
                           f"not {bc.embed_loss!r}")
-    stray = [r for r in bc.untie if r not in bc.resolutions]
-    if stray:
-        raise ConfigError(f"branch.untie names resolutions without a branch: {stray} "
-                          f"(branch.resolutions: {bc.resolutions})")
     if bc.trunk_scale not in TRUNK_SCALES:
         raise ConfigError(f"branch.trunk_scale must be one of {', '.join(TRUNK_SCALES)}, "
                           f"not {bc.trunk_scale!r}")
