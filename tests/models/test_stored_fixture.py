@@ -27,4 +27,6 @@ def test_old_model_folder_loads_with_the_same_embeddings():
     with torch.no_grad():
         for r in (7, 14, 28):
             got = model(expected[f"input{r}"])
-            torch.testing.assert_close(got, expected[f"embedding{r}"], rtol=0, atol=1e-6)
+            # expected.safetensors was computed on another CPU: float32 kernels there and here
+            # differ in the last bits (1.3e-6 on an AMD EPYC); a wrong load is off by far more
+            torch.testing.assert_close(got, expected[f"embedding{r}"], rtol=1e-5, atol=1e-5)
