@@ -59,12 +59,12 @@ def parse_variant(text: str) -> tuple[str, float | None, str, dict]:
     return name, epochs, trunk, switches
 
 
-def paired(a, b) -> tuple[float, float]:
+def paired(a, b) -> tuple[float, float | None]:
     """Points of ``a - b`` and the standard error of the per-fold difference."""
-    fa = np.asarray(a.metrics["fold_accuracies"], dtype=float)
-    fb = np.asarray(b.metrics["fold_accuracies"], dtype=float)
-    d = fa - fb
-    return 100 * (a.accuracy_mean - b.accuracy_mean), 100 * d.std(ddof=1) / np.sqrt(len(d))
+    from btnet.evaluation.gains import paired_fold_error
+
+    return (100 * (a.accuracy_mean - b.accuracy_mean),
+            paired_fold_error(a.metrics["fold_accuracies"], b.metrics["fold_accuracies"]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ SETTINGS = ["S&7", "S&14", "S&28", "7&7", "S&S"]
 def main(argv: list[str] | None = None) -> None:
     from btnet.data.pair_sets import open_pair_set
     from btnet.deployment.onnx_arcface import export_arcface_onnx
+    from btnet.evaluation.gains import paired_fold_error
     from btnet.evaluation.verification import evaluate_pairs, parse_settings
     from btnet.inference import load_encoder
     from btnet.io.trunks import open_trunk
@@ -73,12 +74,11 @@ def main(argv: list[str] | None = None) -> None:
             row = {"seed": seed, "original": {}, "import": {}, "diff": {}}
             for s in names:
                 a, b = res["import"][s], res["original"][s]
-                fa = np.asarray(a["metrics"]["fold_accuracies"])
-                fb = np.asarray(b["metrics"]["fold_accuracies"])
                 row["original"][s] = 100 * b["accuracy_mean"]
                 row["import"][s] = 100 * a["accuracy_mean"]
                 row["diff"][s] = (100 * (a["accuracy_mean"] - b["accuracy_mean"]),
-                                  100 * (fa - fb).std(ddof=1) / np.sqrt(len(fa)))
+                                  paired_fold_error(a["metrics"]["fold_accuracies"],
+                                                    b["metrics"]["fold_accuracies"]))
             rows.setdefault(scale, []).append(row)
             print(json.dumps({"trunk_scale": scale, **row}))
     (out / "roundtrip.json").write_text(json.dumps(rows, indent=1))

@@ -104,6 +104,15 @@ def compute_gains(
     return out
 
 
+def paired_fold_error(a: Sequence[float] | None, b: Sequence[float] | None) -> float | None:
+    """Standard error (points) of ``a - b`` from two models' per-fold accuracies on the same
+    folds; ``None`` where either is missing or the fold counts differ (or are below two)."""
+    if a is None or b is None or not len(a) == len(b) > 1:
+        return None
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return float(100.0 * d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def paired_gain_errors(
     gains: Mapping[str, Mapping[str, Mapping[str, float | None]]],
     folds: Mapping[str, Mapping[str, Sequence[float]]],
@@ -125,11 +134,7 @@ def paired_gain_errors(
                 base = baseline_of(key, setting, baselines)
                 a = folds.get(model, {}).get(setting)
                 b = folds.get(base, {}).get(setting) if base else None
-                err = None
-                if value is not None and a is not None and b is not None and len(a) == len(b) > 1:
-                    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-                    err = float(100.0 * d.std(ddof=1) / np.sqrt(len(d)))
-                out[model][setting][key] = err
+                out[model][setting][key] = None if value is None else paired_fold_error(a, b)
     return out
 
 

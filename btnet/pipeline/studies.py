@@ -532,7 +532,7 @@ def _unseen_faces_folder(study: Study) -> tuple[str, str] | None:
 def _paired_cells(results, model: str, base: str, settings: list[str]) -> list[str]:
     """``model - base`` at each setting in points, ± the standard error of the paired per-fold
     difference (both models are scored on the same pairs and folds)."""
-    import numpy as np
+    from btnet.evaluation.gains import paired_fold_error
 
     by = {(r.model, r.setting): r for r in results}
     cells = []
@@ -542,12 +542,9 @@ def _paired_cells(results, model: str, base: str, settings: list[str]) -> list[s
             cells.append("–")
             continue
         diff = 100 * (a.accuracy_mean - b.accuracy_mean)
-        fa, fb = a.metrics.get("fold_accuracies"), b.metrics.get("fold_accuracies")
-        if fa and fb and len(fa) == len(fb) > 1:
-            d = np.asarray(fa, dtype=float) - np.asarray(fb, dtype=float)
-            cells.append(f"{diff:+.2f} ± {100 * d.std(ddof=1) / np.sqrt(len(d)):.2f}")
-        else:
-            cells.append(f"{diff:+.2f}")
+        err = paired_fold_error(a.metrics.get("fold_accuracies") or None,
+                                b.metrics.get("fold_accuracies") or None)
+        cells.append(f"{diff:+.2f}" if err is None else f"{diff:+.2f} ± {err:.2f}")
     return cells
 
 
