@@ -338,9 +338,6 @@ def load_trunk(cfg: Config, dataset=None) -> tuple[Backbone, dict[str, torch.Ten
     file = is_trunk_file(cfg.branch.trunk)  # a file cannot always tell its canonical size
     calibration = None if dataset is None else (
         lambda: calibration_batches(dataset, cfg.model.input_size, seed=cfg.train.seed))
-    if calibration is None and cfg.branch.trunk_scale == "unit":
-        raise ValueError("branch.trunk_scale: unit measures the trunk on training faces; "
-                         "load_trunk needs the dataset")
     source = open_trunk_source(cfg.branch.trunk, cfg.model.input_size if file else None,
                                calibration, trunk_scale=cfg.branch.trunk_scale)
     trunk, classifier, folder = source.backbone, source.classifier, source.path

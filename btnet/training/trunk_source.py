@@ -74,7 +74,8 @@ def open_trunk_source(source: str | Path, input_size: int | None = None,
     trunk = open_trunk(source, input_size=input_size)
     if trunk_scale == "unit":
         if calibration is None:
-            raise ValueError("trunk_scale='unit' needs calibration faces")
+            raise ValueError("trunk scale 'unit' measures the trunk on training faces: pass "
+                             "calibration (load_trunk does when given the dataset)")
         from btnet.models.conv_scale import unit_output_scale
 
         batches = calibration()
