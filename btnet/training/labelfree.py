@@ -86,7 +86,7 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
     from btnet.training.recipes import (
         Recipe,
         _freeze_all_but,
-        _meta,
+        branch_meta,
         check_branch_pairing,
         make_branch_sample,
         trainable_paths,
@@ -106,10 +106,7 @@ def build_labelfree_recipe(cfg: Config, dataset, resolutions: list[int]):
              embed_weight, len(dataset))
 
     def save(out):
-        meta = _meta(cfg, trunk=str(source), objective="distill", pretrained=bc.pretrained,
-                     fixed_trunk=bc.fixed_trunk, distill_weight=bc.distill_weight,
-                     embed_distill_weight=embed_weight, embed_loss=bc.embed_loss,
-                     degrade=bc.degrade, trunk_scale=bc.trunk_scale, untie=list(bc.untie))
+        meta = branch_meta(cfg, source, embed_weight, objective="distill")
         meta.pop("loss", None)  # no margin loss was used
         return save_btnet(model, out, meta=meta)
 

@@ -231,6 +231,16 @@ def _meta(cfg: Config, **extra: Any) -> dict:
             "sampler": cfg.data.sampler, "train_set": cfg.data.train, **extra}
 
 
+def branch_meta(cfg: Config, trunk: Path | str, embed_distill_weight: float | None,
+                **extra: Any) -> dict:
+    """``model.json`` meta of branches of either objective: the branch switches they trained with."""
+    bc = cfg.branch
+    return _meta(cfg, trunk=str(trunk), pretrained=bc.pretrained, fixed_trunk=bc.fixed_trunk,
+                 distill_weight=bc.distill_weight, embed_distill_weight=embed_distill_weight,
+                 embed_loss=bc.embed_loss, degrade=bc.degrade, trunk_scale=bc.trunk_scale,
+                 untie=list(bc.untie), **extra)
+
+
 def warm_start(cfg: Config, backbone: Backbone, head: MarginHead) -> str:
     """Load ``model.init_from`` into ``backbone`` (strict) and, if it fits, into ``head``.
 
@@ -430,11 +440,8 @@ def build_branch_recipe(cfg: Config, dataset, resolutions: list[int]) -> Recipe:
     _freeze_all_but(task, trainable)
 
     def save(out: Path) -> Path:
-        meta = _meta(cfg, trunk=str(folder), pretrained=bc.pretrained, bct=bc.bct,
-                     fixed_trunk=bc.fixed_trunk, distill_weight=bc.distill_weight,
-                     embed_distill_weight=bc.embed_distill_weight, embed_loss=bc.embed_loss,
-                     degrade=bc.degrade, trunk_scale=bc.trunk_scale, untie=list(bc.untie),
-                     num_classes=dataset.num_classes)
+        meta = branch_meta(cfg, folder, bc.embed_distill_weight, bct=bc.bct,
+                           num_classes=dataset.num_classes)
         return save_btnet(model, out, meta=meta, classifier=_classifier_state(classifier))
 
     return Recipe(
